@@ -1,0 +1,52 @@
+# placerec: every target is safe to run twice. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+RUN := $(UV) run --frozen
+PYTEST_ARGS ?=
+
+.PHONY: help setup up down status demo test test-unit test-dags test-integration lint format bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+setup: ## install uv (pinned) and the locked Python deps into .venv
+	@command -v uv >/dev/null 2>&1 || [ -x "$(HOME)/.local/bin/uv" ] || python3 -m pip install --quiet --user "uv==$(UV_VERSION)"
+	$(UV) sync --frozen
+
+up: setup ## start OpenSearch (k-NN), the embeddings endpoint and Airflow on 127.0.0.1
+	$(RUN) placerec dev up
+
+down: ## stop what `make up` started
+	$(RUN) placerec dev down
+
+status: ## show each service, its URL and health
+	$(RUN) placerec dev status
+
+demo: up ## 7 days of demo data ingested by an Airflow backfill, then per-day counts
+	$(RUN) placerec demo --days 7 --seed 42
+
+test: up ## every test tier against the real services (unit, dags, integration)
+	bash scripts/pytest.sh $(PYTEST_ARGS)
+
+test-unit: setup ## fast tests, no services
+	bash scripts/pytest.sh -m unit $(PYTEST_ARGS)
+
+test-dags: setup ## DAG integrity
+	bash scripts/pytest.sh -m dags $(PYTEST_ARGS)
+
+test-integration: up ## tests against real OpenSearch, Spark, Iceberg, Airflow
+	bash scripts/pytest.sh -m integration $(PYTEST_ARGS)
+
+lint: setup ## ruff (with Airflow AIR rules), ruff-format check, mypy on src/
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy src
+
+format: setup ## apply ruff fixes and formatting
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+clean: down ## stop services and delete the state folder (.local: caches, tables, logs)
+	rm -rf .local

@@ -1,0 +1,1 @@
+"""placerec: batch data engineering for a hybrid place recommender."""

@@ -1,0 +1,1 @@
+"""Local platform for the embedded default: downloads, OpenSearch, embeddings server, Airflow."""

@@ -1,0 +1,134 @@
+"""Airflow 3 ``standalone`` (API server, scheduler, DAG processor, triggerer) on SQLite with LocalExecutor.
+
+:func:`airflow_env` is the single source of Airflow's configuration: the service, the tests and
+``make demo`` all run ``airflow`` with exactly this environment (see :func:`airflow_cli`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from placerec.dev.httpjson import ProbeError, request_json
+from placerec.dev.process import LaunchSpec
+from placerec.settings import PROJECT_ROOT, Settings, get_settings
+
+PARALLELISM = 4
+"""Task slots for LocalExecutor: a laptop/CI box also runs OpenSearch and Spark."""
+
+DAG_REFRESH_SECONDS = 20
+"""How often the DAG processor lists the dags folder, so a new DAG file shows up within ~30 s."""
+
+COMPONENTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
+
+
+def venv_bin() -> Path:
+    """The ``bin`` folder of the environment we run in (``sys.prefix``: a venv's own, not its base)."""
+    return Path(sys.prefix) / "bin"
+
+
+def airflow_home(settings: Settings) -> Path:
+    """AIRFLOW_HOME: airflow.cfg (with generated secrets), the SQLite DB and task logs."""
+    return settings.home / "airflow"
+
+
+def airflow_env(settings: Settings | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Complete environment for any ``airflow`` process of this project.
+
+    Starts from ``base`` (default: our environment, so PATH/HOME/JAVA_HOME/PLACEREC_* pass through)
+    and overrides the Airflow settings; environment variables beat airflow.cfg in Airflow.
+    """
+    settings = settings or get_settings()
+    env = dict(os.environ if base is None else base)
+    home = airflow_home(settings)
+    api = settings.airflow_url
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            # venv first: standalone starts its components as plain `airflow`, and tasks run spark-submit
+            "PATH": os.pathsep.join([str(venv_bin()), env.get("PATH", "/usr/local/bin:/usr/bin:/bin")]),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            # no login on a loopback-only dev instance, and no generated admin password to leak
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__API__HOST": settings.airflow_host,
+            "AIRFLOW__API__PORT": str(settings.airflow_port),
+            "AIRFLOW__API__BASE_URL": api,
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": str(DAG_REFRESH_SECONDS),
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+            # SparkSubmitHook: conn_type "spark" + host without "://" and no port -> --master <host> verbatim
+            "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": settings.spark_master}),
+            "PLACEREC_HOME": str(settings.home),
+        }
+    )
+    return env
+
+
+def airflow_cli(
+    args: Sequence[str],
+    *,
+    settings: Settings | None = None,
+    check: bool = True,
+    capture_output: bool = True,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the venv's ``airflow`` with :func:`airflow_env`, e.g. ``airflow_cli(["dags", "unpause", "x"])``."""
+    settings = settings or get_settings()
+    airflow_home(settings).mkdir(parents=True, exist_ok=True)
+    return subprocess.run(  # noqa: S603
+        [str(venv_bin() / "airflow"), *args],
+        env=airflow_env(settings),
+        check=check,
+        capture_output=capture_output,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def install(settings: Settings) -> None:
+    """Airflow comes with the venv; only its home folder is needed (the DB is migrated by standalone)."""
+    if not (venv_bin() / "airflow").is_file():
+        raise RuntimeError(f"airflow not found in {venv_bin()}: run `uv sync`")
+    home = airflow_home(settings)
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o700)  # airflow.cfg holds the generated fernet key and JWT secret
+
+
+def launch_spec(settings: Settings) -> LaunchSpec:
+    """``airflow standalone`` in the foreground, logging to our log file."""
+    env = airflow_env(settings)
+    env["NO_COLOR"] = "1"  # plain log file without ANSI colour codes
+    return LaunchSpec(argv=(str(venv_bin() / "airflow"), "standalone"), env=env, cwd=airflow_home(settings))
+
+
+def summarize_health(health: Mapping[str, object]) -> tuple[bool, str]:
+    """Healthy when every component in :data:`COMPONENTS` reports ``healthy``; detail lists each status."""
+    parts = []
+    ok = True
+    for name in COMPONENTS:
+        info = health.get(name)
+        status = info.get("status") if isinstance(info, Mapping) else None
+        ok = ok and status == "healthy"
+        parts.append(f"{name}={status or 'missing'}")
+    return ok, ", ".join(parts)
+
+
+def probe(settings: Settings) -> tuple[bool, str]:
+    """Ask the API server's public health endpoint about every component."""
+    try:
+        health = request_json(f"{settings.airflow_url}/api/v2/monitor/health", timeout=5)
+    except ProbeError as exc:
+        return False, str(exc)
+    if not isinstance(health, Mapping):
+        return False, f"unexpected health answer: {health!r}"[:200]
+    return summarize_health(health)

@@ -1,0 +1,200 @@
+"""``placerec dev up|down|status``: install once, start, health-check and stop the local services.
+
+Each service is a detached process in its own session; its pid file under ``<home>/run`` records
+pid + kernel start time, so ``down`` stops exactly the process tree ``up`` started and nothing else.
+Stdout/stderr of each service go to ``<home>/logs/<name>.log``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from placerec.dev import airflow, embeddings, opensearch
+from placerec.dev.httpjson import port_in_use
+from placerec.dev.process import (
+    LaunchSpec,
+    PidRecord,
+    is_alive,
+    read_pid_file,
+    rss_bytes,
+    spawn,
+    stop,
+    tail,
+    write_pid_file,
+)
+from placerec.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One row of ``placerec dev status``."""
+
+    name: str
+    url: str
+    healthy: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Service:
+    """How to install, start and probe one service."""
+
+    name: str
+    url: Callable[[Settings], str]
+    install: Callable[[Settings], None]
+    launch: Callable[[Settings], LaunchSpec]
+    probe: Callable[[Settings], tuple[bool, str]]
+    start_timeout: float
+    """Seconds to wait for the first healthy probe after starting."""
+    stop_timeout: float = 30.0
+
+
+SERVICES: tuple[Service, ...] = (
+    Service("opensearch", lambda s: s.opensearch_url, opensearch.install, opensearch.launch_spec, opensearch.probe, 180),
+    Service("embeddings", lambda s: s.embeddings_url, embeddings.install, embeddings.launch_spec, embeddings.probe, 60),
+    Service("airflow", lambda s: s.airflow_url, airflow.install, airflow.launch_spec, airflow.probe, 240, 45),
+)
+
+
+class ServiceError(click.ClickException):
+    """A service could not be installed, started or made healthy (click prints it without a traceback)."""
+
+
+def select(only: list[str] | None) -> list[Service]:
+    """The services named in ``only`` (all when None/empty), in start order; unknown names are an error."""
+    if not only:
+        return list(SERVICES)
+    known = {s.name for s in SERVICES}
+    unknown = sorted(set(only) - known)
+    if unknown:
+        raise ServiceError(f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
+    return [s for s in SERVICES if s.name in only]
+
+
+def pid_file(settings: Settings, name: str) -> Path:
+    """Where the pid record of service ``name`` lives."""
+    return settings.home / "run" / f"{name}.pid"
+
+
+def log_file(settings: Settings, name: str) -> Path:
+    """Where the stdout/stderr of service ``name`` go."""
+    return settings.home / "logs" / f"{name}.log"
+
+
+def _running(settings: Settings, svc: Service) -> PidRecord | None:
+    """Our live process for ``svc``; a stale pid file (process gone or pid reused) is removed."""
+    path = pid_file(settings, svc.name)
+    rec = read_pid_file(path)
+    if rec is None:
+        return None
+    if is_alive(rec):
+        return rec
+    log.debug("removing stale pid file %s (pid %d is gone)", path, rec.pid)
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _start(settings: Settings, svc: Service) -> PidRecord | None:
+    """Start ``svc`` unless it already runs; returns the record of a process to wait for, or None."""
+    rec = _running(settings, svc)
+    healthy, _ = svc.probe(settings)
+    if rec is not None:
+        if healthy:
+            log.info("%s already running and healthy (pid %d)", svc.name, rec.pid)
+            return None
+        log.info("%s already running (pid %d) but not healthy yet; waiting for it", svc.name, rec.pid)
+        return rec
+    url = svc.url(settings)
+    if healthy:
+        # someone else's instance (not in our pid file): use it, but never manage it
+        log.warning("%s: a healthy instance not started by placerec answers at %s; leaving it alone", svc.name, url)
+        return None
+    if port_in_use(url):
+        raise ServiceError(f"{svc.name}: {url} is taken by a process placerec did not start; stop it first")
+    spec = svc.launch(settings)
+    logf = log_file(settings, svc.name)
+    rec = spawn(spec.argv, env=spec.env, log_path=logf, cwd=spec.cwd, user=spec.user)
+    write_pid_file(pid_file(settings, svc.name), rec)
+    log.info("started %s (pid %d), log %s", svc.name, rec.pid, logf)
+    return rec
+
+
+def _wait_healthy(settings: Settings, svc: Service, rec: PidRecord) -> None:
+    """Poll until ``svc`` is healthy; on death or timeout stop it and raise, pointing at its log."""
+    deadline = time.monotonic() + svc.start_timeout
+    detail = ""
+    while time.monotonic() < deadline:
+        healthy, detail = svc.probe(settings)
+        if healthy:
+            return
+        if not is_alive(rec):
+            pid_file(settings, svc.name).unlink(missing_ok=True)
+            raise ServiceError(
+                f"{svc.name} exited during startup; see {rec.log_path}\n--- last lines ---\n{tail(rec.log_path)}"
+            )
+        time.sleep(1)
+    stop(rec, timeout=svc.stop_timeout)
+    pid_file(settings, svc.name).unlink(missing_ok=True)
+    raise ServiceError(
+        f"{svc.name} not healthy after {svc.start_timeout:.0f}s (last probe: {detail}); stopped it. "
+        f"See {rec.log_path}\n--- last lines ---\n{tail(rec.log_path)}"
+    )
+
+
+def up(only: list[str] | None = None) -> None:
+    """Install (once) and start the selected services, then wait until each is healthy.
+
+    Idempotent: a service that already runs from an earlier ``up`` is only health-checked.
+    """
+    settings = get_settings()
+    chosen = select(only)
+    for sub in ("cache", "logs", "run"):
+        (settings.home / sub).mkdir(parents=True, exist_ok=True)
+    for svc in chosen:
+        try:
+            svc.install(settings)
+        except Exception as exc:
+            raise ServiceError(f"installing {svc.name} failed: {exc}") from exc
+    # start everything first, then wait: startups overlap (OpenSearch and Airflow each take ~20-60 s)
+    started = [(svc, _start(settings, svc)) for svc in chosen]
+    for svc, rec in started:
+        if rec is not None:
+            t0 = time.monotonic()
+            _wait_healthy(settings, svc, rec)
+            log.info("%s healthy (waited %.1fs)", svc.name, time.monotonic() - t0)
+
+
+def down(only: list[str] | None = None) -> None:
+    """Stop the selected services that ``up`` started (reverse start order); anything else is untouched."""
+    settings = get_settings()
+    for svc in reversed(select(only)):
+        rec = _running(settings, svc)
+        if rec is None:
+            log.info("%s is not running (from placerec)", svc.name)
+            continue
+        log.info("stopping %s (pid %d)", svc.name, rec.pid)
+        stop(rec, timeout=svc.stop_timeout)
+        pid_file(settings, svc.name).unlink(missing_ok=True)
+
+
+def status() -> list[ServiceStatus]:
+    """Health of every service, with what it reports about itself and the memory of our process tree."""
+    settings = get_settings()
+    rows = []
+    for svc in SERVICES:
+        healthy, detail = svc.probe(settings)
+        rec = _running(settings, svc)
+        if rec is not None:
+            detail += f" [pid {rec.pid}, rss {rss_bytes(rec) / 2**20:.0f} MiB]"
+        elif healthy:
+            detail += " [not started by placerec]"
+        rows.append(ServiceStatus(svc.name, svc.url(settings), healthy, detail))
+    return rows

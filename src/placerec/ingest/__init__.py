@@ -1,0 +1,1 @@
+"""Ingestion: landing files → validated, de-duplicated rows in ``raw.*``; rejects → ``raw.quarantine``."""

@@ -1,0 +1,119 @@
+"""One typed settings object, read from ``PLACEREC_*`` environment variables with embedded defaults.
+
+Every path, URL and version the project uses comes from here; nothing else hard-codes them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
+
+
+def _project_root() -> Path:
+    """The checkout this package runs from (editable install), else the working directory."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "pyproject.toml").is_file() and (parent / "dags").is_dir():
+            return parent
+    return Path.cwd()
+
+
+PROJECT_ROOT = _project_root()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration. Field ``x_y`` is read from env var ``PLACEREC_X_Y``."""
+
+    home: Path = PROJECT_ROOT / ".local"
+    """State folder: caches, services' data and logs, the Iceberg warehouse, landing files."""
+
+    catalog_name: str = "placerec"
+    catalog_uri: str = ""
+    """SQLAlchemy URI of the Iceberg SQL catalog; empty means the SQLite file under ``home``."""
+    warehouse: str = ""
+    """Warehouse location; empty means the folder under ``home``."""
+    landing_dir: str = ""
+    """Where log shippers drop files: ``<landing>/<feed>/dt=YYYY-MM-DD/*.jsonl``; empty means under ``home``."""
+
+    spark_master: str = "local[*]"
+    spark_driver_memory: str = "1g"
+    spark_shuffle_partitions: int = 4
+
+    opensearch_url: str = "http://127.0.0.1:9200"
+    opensearch_version: str = "2.19.1"
+    opensearch_knn_version: str = "2.19.1.0"
+    opensearch_heap: str = "1g"
+
+    embeddings_host: str = "127.0.0.1"
+    embeddings_port: int = 8089
+    embeddings_model: str = "multilingual-e5-small"
+
+    airflow_host: str = "127.0.0.1"
+    airflow_port: int = 8080
+
+    iceberg_version: str = "1.10.0"
+    spark_scala: str = "4.0_2.13"
+    sqlite_jdbc_version: str = "3.50.3.0"
+    maven_repo: str = "https://repo1.maven.org/maven2"
+
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def catalog_db(self) -> Path:
+        return self.home / "iceberg" / "catalog.db"
+
+    @property
+    def catalog_sqlalchemy_uri(self) -> str:
+        return self.catalog_uri or f"sqlite:///{self.catalog_db}"
+
+    @property
+    def catalog_jdbc_uri(self) -> str:
+        if self.catalog_uri.startswith("sqlite:///"):
+            return "jdbc:sqlite:" + self.catalog_uri.removeprefix("sqlite:///")
+        if self.catalog_uri:
+            return self.catalog_uri
+        return f"jdbc:sqlite:{self.catalog_db}"
+
+    @property
+    def warehouse_uri(self) -> str:
+        return self.warehouse or (self.home / "warehouse").as_uri()
+
+    @property
+    def landing_path(self) -> Path:
+        return Path(self.landing_dir) if self.landing_dir else self.home / "landing"
+
+    @property
+    def embeddings_url(self) -> str:
+        return f"http://{self.embeddings_host}:{self.embeddings_port}/v1"
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://{self.airflow_host}:{self.airflow_port}"
+
+
+def _coerce(kind: object, raw: str) -> object:
+    if kind in (int, "int"):
+        return int(raw)
+    if kind in (Path, "Path"):
+        return Path(raw).expanduser().resolve()
+    return raw
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from the environment (cached; call ``get_settings.cache_clear()`` after changing env)."""
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        if f.name == "extra":
+            continue
+        raw = os.environ.get(f"PLACEREC_{f.name.upper()}")
+        if raw is not None and raw != "":
+            values[f.name] = _coerce(f.type, raw)
+    return Settings(**values)  # type: ignore[arg-type]

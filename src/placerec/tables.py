@@ -1,0 +1,268 @@
+"""Every Iceberg table of the design: namespace, schema, partition spec; created idempotently.
+
+Fields are optional at the Iceberg level (Spark writes nullable columns); required-ness of
+records is enforced by validation before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.transforms import DayTransform, IdentityTransform, Transform
+from pyiceberg.types import (
+    BooleanType,
+    DateType,
+    DoubleType,
+    FloatType,
+    IcebergType,
+    IntegerType,
+    ListType,
+    LongType,
+    MapType,
+    NestedField,
+    StringType,
+    TimestamptzType,
+)
+
+S, I, L, D, F, B = StringType(), IntegerType(), LongType(), DoubleType(), FloatType(), BooleanType()
+TS, DT = TimestamptzType(), DateType()
+
+
+@dataclass(frozen=True)
+class TableDef:
+    """One table: ``namespace.name``, its columns in order, and its partition fields."""
+
+    namespace: str
+    name: str
+    columns: tuple[tuple[str, IcebergType | str], ...]
+    partition: tuple[tuple[str, Transform], ...] = ()  # type: ignore[type-arg]
+    doc: str = ""
+    properties: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def identifier(self) -> str:
+        return f"{self.namespace}.{self.name}"
+
+    def schema(self) -> Schema:
+        """The pyiceberg schema; field ids are assigned in column order (nested ids after)."""
+        next_id = len(self.columns) + 1
+        fields = []
+        for i, (col, typ) in enumerate(self.columns, start=1):
+            if typ == "float_list":
+                typ = ListType(element_id=next_id, element_type=F, element_required=False)
+                next_id += 1
+            elif typ == "string_list":
+                typ = ListType(element_id=next_id, element_type=S, element_required=False)
+                next_id += 1
+            elif typ == "string_map":
+                typ = MapType(key_id=next_id, key_type=S, value_id=next_id + 1, value_type=S, value_required=False)
+                next_id += 2
+            assert not isinstance(typ, str)
+            fields.append(NestedField(field_id=i, name=col, field_type=typ, required=False))
+        return Schema(*fields)
+
+    def spec(self) -> PartitionSpec:
+        schema = self.schema()
+        parts = []
+        for n, (col, transform) in enumerate(self.partition):
+            source = schema.find_field(col)
+            suffix = "day" if isinstance(transform, DayTransform) else ""
+            parts.append(
+                PartitionField(
+                    source_id=source.field_id,
+                    field_id=1000 + n,
+                    transform=transform,
+                    name=f"{col}_{suffix}" if suffix else col,
+                )
+            )
+        return PartitionSpec(*parts)
+
+
+_SOURCE = (("source", S), ("source_file", S), ("source_line", L))
+_WRITE_PROPS = {"format-version": "2", "write.parquet.compression-codec": "zstd"}
+
+TABLES: tuple[TableDef, ...] = (
+    TableDef(
+        "raw",
+        "events",
+        (
+            ("event_id", S), ("event_type", S), ("event_ts", TS), ("user_id", S), ("session_id", S),
+            ("place_id", S), ("query", S), ("review_id", S), ("rating", I), ("position", I),
+            ("device", S), *_SOURCE,
+        ),
+        (("event_ts", DayTransform()),),
+        "Behaviour events (impression, view, click, save, navigate, visit, review, search), one row per event_id.",
+    ),
+    TableDef(
+        "raw",
+        "reviews",
+        (
+            ("review_id", S), ("place_id", S), ("user_id", S), ("rating", I), ("text", S),
+            ("review_ts", TS), ("content_hash", S), *_SOURCE,
+        ),
+        (),
+        "User reviews, upserted by review_id; content_hash (sha256 of text) keys the LLM cache.",
+    ),
+    TableDef(
+        "raw",
+        "places",
+        (
+            ("place_id", S), ("name", S), ("category", S), ("district", S), ("lat", D), ("lon", D),
+            ("address", S), ("updated_ts", TS), *_SOURCE,
+        ),
+        (),
+        "Place catalogue, upserted by place_id (newest updated_ts wins).",
+    ),
+    TableDef(
+        "raw",
+        "quarantine",
+        (
+            ("job", S), ("interval_start", TS), ("interval_end", TS), ("feed", S), ("source_file", S),
+            ("source_line", L), ("reason", S), ("detail", S), ("record", S), ("record_bytes", L),
+        ),
+        (("job", IdentityTransform()), ("interval_start", DayTransform())),
+        "Every rejected record with its reason and where it came from; owned per (job, interval).",
+    ),
+    TableDef(
+        "features",
+        "review_keywords",
+        (
+            ("review_id", S), ("place_id", S), ("user_id", S), ("keyword", S), ("aspect", S),
+            ("sentiment", S), ("weight", D), ("evidence", S), ("extractor", S), ("model", S),
+            ("prompt_version", S), ("content_hash", S), ("review_ts", TS),
+        ),
+        (("review_ts", DayTransform()),),
+        "Keywords the LLM (or the local extractor) found in each review.",
+    ),
+    TableDef(
+        "features",
+        "place_profiles",
+        (
+            ("place_id", S), ("top_keywords", "string_list"), ("profile_text", S), ("embedding", "float_list"),
+            ("embedding_model", S), ("profile_hash", S), ("built_for", DT), ("source_snapshots", "string_map"),
+        ),
+        (),
+        "Per-place keyword profile and its embedding.",
+    ),
+    TableDef(
+        "features",
+        "user_interests",
+        (
+            ("user_id", S), ("origin", S), ("keywords", "string_list"), ("embedding", "float_list"),
+            ("embedding_model", S), ("built_for", DT), ("source_snapshots", "string_map"),
+        ),
+        (),
+        "User interest keywords and vectors, from history and from search queries (cold start).",
+    ),
+    TableDef(
+        "features",
+        "interactions",
+        (("user_id", S), ("place_id", S), ("weight", D), ("events", L), ("last_ts", TS), ("built_for", DT)),
+        (("built_for", IdentityTransform()),),
+        "Weighted, time-decayed user-place signal.",
+    ),
+    TableDef(
+        "model",
+        "runs",
+        (
+            ("model_version", S), ("trained_for", DT), ("params", "string_map"), ("input_snapshots", "string_map"),
+            ("metrics", "string_map"), ("promoted", B), ("forced", B), ("created_at", TS),
+        ),
+        (),
+        "One row per training run: parameters, inputs (snapshot ids), metrics, promotion.",
+    ),
+    TableDef(
+        "model",
+        "factors",
+        (("model_version", S), ("kind", S), ("id", S), ("vector", "float_list")),
+        (("model_version", IdentityTransform()),),
+        "ALS factors per model version (kind = user | place).",
+    ),
+    TableDef(
+        "model",
+        "recommendations",
+        (
+            ("model_version", S), ("user_id", S), ("rank", I), ("place_id", S), ("score", D),
+            ("reason", "string_list"),
+        ),
+        (("model_version", IdentityTransform()),),
+        "Top-K places per user with the keywords that explain them.",
+    ),
+    TableDef(
+        "ops",
+        "llm_cache",
+        (
+            ("cache_key", S), ("kind", S), ("model", S), ("prompt_version", S), ("content_hash", S),
+            ("result", S), ("tokens_in", L), ("tokens_out", L), ("created_at", TS),
+        ),
+        (("kind", IdentityTransform()),),
+        "Content-hash keyed LLM and embedding results: a replay never pays twice.",
+    ),
+    TableDef(
+        "ops",
+        "task_metrics",
+        (
+            ("job", S), ("interval_start", TS), ("interval_end", TS), ("run_id", S), ("rows_read", L),
+            ("rows_written", L), ("rows_quarantined", L), ("calls", L), ("cache_hits", L), ("tokens", L),
+            ("cost", D), ("seconds", D), ("details", S), ("recorded_at", TS),
+        ),
+        (("job", IdentityTransform()),),
+        "What each task did for its interval; one row per (job, interval_start), last run wins.",
+    ),
+    TableDef(
+        "ops",
+        "index_versions",
+        (
+            ("index_name", S), ("alias", S), ("model_version", S), ("source_snapshots", "string_map"),
+            ("docs", L), ("status", S), ("created_at", TS),
+        ),
+        (),
+        "Published OpenSearch index versions, for tracing and rollback.",
+    ),
+)
+
+TABLES_BY_ID = {t.identifier: t for t in TABLES}
+
+
+def table_def(identifier: str) -> TableDef:
+    """The definition of ``namespace.name``; KeyError names the known tables."""
+    try:
+        return TABLES_BY_ID[identifier]
+    except KeyError:
+        raise KeyError(f"unknown table {identifier!r}; known: {sorted(TABLES_BY_ID)}") from None
+
+
+def ensure_tables(catalog: Catalog) -> list[str]:
+    """Create every namespace and table that does not exist yet; return the identifiers created."""
+    created: list[str] = []
+    for ns in sorted({t.namespace for t in TABLES}):
+        try:
+            catalog.create_namespace(ns)
+        except NamespaceAlreadyExistsError:
+            pass
+    for t in TABLES:
+        if catalog.table_exists(t.identifier):
+            continue
+        try:
+            catalog.create_table(
+                t.identifier,
+                schema=t.schema(),
+                partition_spec=t.spec(),
+                properties={**_WRITE_PROPS, "comment": t.doc, **t.properties},
+            )
+            created.append(t.identifier)
+        except TableAlreadyExistsError:  # created concurrently by another task: fine
+            pass
+    return created
+
+
+def load_table(catalog: Catalog, identifier: str) -> Table:
+    """Load a table, creating the whole set first if it is missing."""
+    if not catalog.table_exists(identifier):
+        ensure_tables(catalog)
+    return catalog.load_table(identifier)
