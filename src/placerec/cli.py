@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import click
@@ -101,6 +101,32 @@ def create_tables() -> None:
     created = ensure_tables(get_catalog())
     for t in TABLES:
         click.echo(f"{t.identifier:<28} {'created' if t.identifier in created else 'exists'}")
+
+
+@main.command("demo-data")
+@click.option("--days", default=7, show_default=True, help="Number of days to generate.")
+@click.option("--seed", default=42, show_default=True, help="Random seed; same seed, same files.")
+@click.option("--start", default="2026-11-01", show_default=True, help="First day (YYYY-MM-DD).")
+@click.option("--places", default=1000, show_default=True)
+@click.option("--users", default=5000, show_default=True)
+@click.option("--events", default=200_000, show_default=True, help="Total events over all days.")
+@click.option("--malformed-rate", default=0.01, show_default=True)
+@click.option("--out", default="", help="Landing root (default: the configured landing folder).")
+def demo_data(days: int, seed: int, start: str, places: int, users: int, events: int, malformed_rate: float, out: str) -> None:
+    """Write seeded, realistic Korean place data as landing files, one folder per day and feed."""
+    from placerec.demo import generate
+    from placerec.settings import get_settings
+
+    root = Path(out) if out else get_settings().landing_path
+    manifest = generate(
+        root, date.fromisoformat(start), days, seed, places=places, users=users, events=events,
+        malformed_rate=malformed_rate,
+    )
+    click.echo(f"wrote {root}")
+    for feed, per_day in manifest["counts"].items():
+        valid = sum(d["valid"] for d in per_day.values())
+        bad = sum(d["malformed"] for d in per_day.values())
+        click.echo(f"  {feed:<8} {valid:>8} valid {bad:>6} malformed")
 
 
 if __name__ == "__main__":

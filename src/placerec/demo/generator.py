@@ -13,6 +13,7 @@ Day ``dt`` holds what the shipper delivered that day; valid records' instants li
 Same arguments → byte-identical files.
 """
 
+# ruff: noqa: S311  (a seeded simulation: reproducibility matters, not unpredictability)
 from __future__ import annotations
 
 import heapq
@@ -21,7 +22,7 @@ import math
 import random
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = "demo"
 KST = timezone(timedelta(hours=9))
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DAY_MS = 86_400_000
 NCAT = len(V.CATEGORIES)
 CAT_INDEX = {c: i for i, c in enumerate(V.CATEGORIES)}
@@ -53,19 +54,90 @@ DEVICES = ("ios", "android", "web")
 
 # Which malformation kinds each feed can carry.
 FEED_REASONS: dict[str, tuple[str, ...]] = {
-    "events": ("invalid_json", "missing_field", "invalid_type", "unknown_event_type", "invalid_timestamp",
-               "out_of_interval", "duplicate_id", "invalid_value"),
-    "reviews": ("invalid_json", "missing_field", "invalid_type", "invalid_timestamp", "out_of_interval",
-                "duplicate_id", "invalid_value", "oversized_text"),
-    "places": ("invalid_json", "missing_field", "invalid_type", "invalid_timestamp", "out_of_interval",
-               "duplicate_id", "invalid_value"),
+    "events": (
+        "invalid_json",
+        "missing_field",
+        "invalid_type",
+        "unknown_event_type",
+        "invalid_timestamp",
+        "out_of_interval",
+        "duplicate_id",
+        "invalid_value",
+    ),
+    "reviews": (
+        "invalid_json",
+        "missing_field",
+        "invalid_type",
+        "invalid_timestamp",
+        "out_of_interval",
+        "duplicate_id",
+        "invalid_value",
+        "oversized_text",
+    ),
+    "places": (
+        "invalid_json",
+        "missing_field",
+        "invalid_type",
+        "invalid_timestamp",
+        "out_of_interval",
+        "duplicate_id",
+        "invalid_value",
+    ),
 }
 
 # Local (KST) hour-of-day activity, weekday and weekend.
-HOURS_WEEKDAY = (0.25, 0.15, 0.08, 0.05, 0.04, 0.05, 0.12, 0.3, 0.5, 0.6, 0.7, 1.1,
-                 1.5, 1.0, 0.7, 0.7, 0.8, 1.1, 1.5, 1.6, 1.4, 1.3, 1.1, 0.6)
-HOURS_WEEKEND = (0.4, 0.3, 0.2, 0.1, 0.05, 0.05, 0.08, 0.15, 0.3, 0.5, 0.8, 1.2,
-                 1.4, 1.4, 1.3, 1.3, 1.2, 1.3, 1.5, 1.5, 1.3, 1.1, 0.9, 0.6)
+HOURS_WEEKDAY = (
+    0.25,
+    0.15,
+    0.08,
+    0.05,
+    0.04,
+    0.05,
+    0.12,
+    0.3,
+    0.5,
+    0.6,
+    0.7,
+    1.1,
+    1.5,
+    1.0,
+    0.7,
+    0.7,
+    0.8,
+    1.1,
+    1.5,
+    1.6,
+    1.4,
+    1.3,
+    1.1,
+    0.6,
+)
+HOURS_WEEKEND = (
+    0.4,
+    0.3,
+    0.2,
+    0.1,
+    0.05,
+    0.05,
+    0.08,
+    0.15,
+    0.3,
+    0.5,
+    0.8,
+    1.2,
+    1.4,
+    1.4,
+    1.3,
+    1.3,
+    1.2,
+    1.3,
+    1.5,
+    1.5,
+    1.3,
+    1.1,
+    0.9,
+    0.6,
+)
 WEEKEND_VOLUME = 1.15
 
 
@@ -79,7 +151,7 @@ def _iso(ms: int) -> str:
 
 
 def _day_start_ms(dt: date) -> int:
-    return int((datetime(dt.year, dt.month, dt.day, tzinfo=timezone.utc) - EPOCH).total_seconds()) * 1000
+    return int((datetime(dt.year, dt.month, dt.day, tzinfo=UTC) - EPOCH).total_seconds()) * 1000
 
 
 def _hex(rng: random.Random, bits: int = 64) -> str:
@@ -124,8 +196,15 @@ class Place:
 
     def record(self, ts_ms: int) -> dict[str, Any]:
         return {
-            "place_id": self.place_id, "name": self.name, "category": self.category, "district": self.district,
-            "lat": self.lat, "lon": self.lon, "address": self.address, "updated_ts": _iso(ts_ms), "source": SOURCE,
+            "place_id": self.place_id,
+            "name": self.name,
+            "category": self.category,
+            "district": self.district,
+            "lat": self.lat,
+            "lon": self.lon,
+            "address": self.address,
+            "updated_ts": _iso(ts_ms),
+            "source": SOURCE,
         }
 
 
@@ -144,11 +223,15 @@ class User:
 
     def truth(self) -> dict[str, Any]:
         return {
-            "user_id": self.user_id, "home_district": self.home,
-            "category_weights": {c: round(w, 4) for c, w in zip(V.CATEGORIES, self.cat_w)},
-            "aspect_weights": {a: round(w, 4) for a, w in zip(V.ASPECTS, self.asp_w)},
-            "activity": round(self.activity, 4), "weekend_factor": round(self.weekend, 4), "device": self.device,
-            "review_propensity": round(self.review_p, 4), "search_propensity": round(self.search_p, 4),
+            "user_id": self.user_id,
+            "home_district": self.home,
+            "category_weights": {c: round(w, 4) for c, w in zip(V.CATEGORIES, self.cat_w, strict=True)},
+            "aspect_weights": {a: round(w, 4) for a, w in zip(V.ASPECTS, self.asp_w, strict=True)},
+            "activity": round(self.activity, 4),
+            "weekend_factor": round(self.weekend, 4),
+            "device": self.device,
+            "review_propensity": round(self.review_p, 4),
+            "search_propensity": round(self.search_p, 4),
             "rating_bias": round(self.rating_bias, 4),
         }
 
@@ -157,7 +240,8 @@ def _nearby(name: str, k: int = 3) -> list[str]:
     me = V.DISTRICTS[name]
     dist = sorted(
         (math.hypot((d["lat"] - me["lat"]) * 111, (d["lon"] - me["lon"]) * 88), n)
-        for n, d in V.DISTRICTS.items() if n != name
+        for n, d in V.DISTRICTS.items()
+        if n != name
     )
     return [n for _, n in dist[:k]]
 
@@ -196,16 +280,28 @@ class World:
         self.used_names.add(name)
         return " ".join(name.split())
 
-    def _new_place(self, district: str | None = None, born_day: int = 0, rng: random.Random | None = None,
-                   place_id: str | None = None) -> Place:
+    def _new_place(
+        self,
+        district: str | None = None,
+        born_day: int = 0,
+        rng: random.Random | None = None,
+        place_id: str | None = None,
+    ) -> Place:
         rng = rng or self.rng
         if district is None:
             district = DISTRICT_NAMES[bisect_right(DISTRICT_CUM, rng.random() * DISTRICT_CUM[-1])]
         info = V.DISTRICTS[district]
         cat_weights = [V.CATEGORY_SHARE[c] * info["cat"].get(c, 1.0) for c in V.CATEGORIES]
         category = rng.choices(V.CATEGORIES, weights=cat_weights)[0]
-        price = min(4, max(1, V.CATEGORY_PRICE[category] + rng.choice((-1, 0, 0, 0, 1))
-                           + (1 if info["asp"].get("가격", 0) < -0.3 else 0)))
+        price = min(
+            4,
+            max(
+                1,
+                V.CATEGORY_PRICE[category]
+                + rng.choice((-1, 0, 0, 0, 1))
+                + (1 if info["asp"].get("가격", 0) < -0.3 else 0),
+            ),
+        )
         quality = {}
         for a in V.ASPECTS:
             q = rng.gauss(0.0, 0.45) + info["asp"].get(a, 0.0) + V.CATEGORY_ASPECT[category].get(a, 0.0)
@@ -220,11 +316,16 @@ class World:
         if rng.random() < 0.4:
             address += f" {rng.choice(('1층', '2층', '3층', '지하 1층', '1층 101호'))}"
         place = Place(
-            place_id=place_id or f"p{self.next_place:06d}", name=self._name(category, district, rng),
+            place_id=place_id or f"p{self.next_place:06d}",
+            name=self._name(category, district, rng),
             category=category,
             district=district,
-            lat=round(info["lat"] + rng.gauss(0, 0.0035), 6), lon=round(info["lon"] + rng.gauss(0, 0.0045), 6),
-            address=address, quality=quality, price=price, born_day=born_day,
+            lat=round(info["lat"] + rng.gauss(0, 0.0035), 6),
+            lon=round(info["lon"] + rng.gauss(0, 0.0045), 6),
+            address=address,
+            quality=quality,
+            price=price,
+            born_day=born_day,
         )
         if place_id is None:
             self.next_place += 1
@@ -232,8 +333,10 @@ class World:
 
     def _assign_popularity(self) -> None:
         rng = self.rng
-        latent = [(0.8 * p.quality["맛"] + 0.3 * p.quality["분위기"] + rng.gauss(0, 0.6), i)
-                  for i, p in enumerate(self.places)]
+        latent = [
+            (0.8 * p.quality["맛"] + 0.3 * p.quality["분위기"] + rng.gauss(0, 0.6), i)
+            for i, p in enumerate(self.places)
+        ]
         latent.sort(reverse=True)
         for rank, (_, i) in enumerate(latent):
             self.places[i].pop = 1.0 / (rank + 2) ** 0.9
@@ -272,14 +375,20 @@ class World:
         homes = DISTRICT_NAMES
         home = rng.choices(homes, weights=[V.HOME_WEIGHT.get(d, 0.6) for d in homes])[0]
         cat = _dirichlet(rng, [0.3 * V.CATEGORY_SHARE[c] * NCAT for c in V.CATEGORIES])
-        cat_w = [0.85 * w + 0.15 * V.CATEGORY_SHARE[c] for w, c in zip(cat, V.CATEGORIES)]
+        cat_w = [0.85 * w + 0.15 * V.CATEGORY_SHARE[c] for w, c in zip(cat, V.CATEGORIES, strict=True)]
         asp = _dirichlet(rng, [0.4] * len(V.ASPECTS))
         asp_w = [0.85 * w + 0.15 / len(V.ASPECTS) for w in asp]
         activity = rng.lognormvariate(0.0, 1.2) * (5.0 if rng.random() < 0.02 else 1.0)
         return User(
-            user_id=f"u{idx:06d}", home=home, cat_w=cat_w, asp_w=asp_w, activity=activity,
-            weekend=rng.lognormvariate(0.0, 0.3), device=rng.choices(DEVICES, weights=(0.5, 0.42, 0.08))[0],
-            review_p=rng.betavariate(2.0, 2.0), search_p=rng.betavariate(2.0, 2.5),
+            user_id=f"u{idx:06d}",
+            home=home,
+            cat_w=cat_w,
+            asp_w=asp_w,
+            activity=activity,
+            weekend=rng.lognormvariate(0.0, 0.3),
+            device=rng.choices(DEVICES, weights=(0.5, 0.42, 0.08))[0],
+            review_p=rng.betavariate(2.0, 2.0),
+            search_p=rng.betavariate(2.0, 2.5),
             rating_bias=rng.gauss(0.0, 0.3),
         )
 
@@ -290,8 +399,10 @@ class World:
 def write_review(rng: random.Random, user: User, place: Place) -> tuple[str, int, list[dict[str, str]], str]:
     """Korean review text from aspects: (text, rating 1..5, aspects with sentiment, closer kind)."""
     k = rng.choices((1, 2, 3), weights=(0.35, 0.45, 0.2))[0]
-    weights = [0.6 * w + 0.4 * (abs(place.quality[a]) + (0.5 if a == "맛" else 0.0)) / 1.5
-               for a, w in zip(V.ASPECTS, user.asp_w)]
+    weights = [
+        0.6 * w + 0.4 * (abs(place.quality[a]) + (0.5 if a == "맛" else 0.0)) / 1.5
+        for a, w in zip(V.ASPECTS, user.asp_w, strict=True)
+    ]
     aspects = _weighted_topk(rng, list(V.ASPECTS), weights, k)
     sentences, used = [], []
     signs = []
@@ -344,20 +455,39 @@ class DayOutput:
     review_truth: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _make_event(rng: random.Random, ms: int, etype: str, user: User, session: str, device: str, *,
-                place: Place | None = None, query: str | None = None, review_id: str | None = None,
-                rating: int | None = None, position: int | None = None) -> tuple[int, dict[str, Any]]:
+def _make_event(
+    rng: random.Random,
+    ms: int,
+    etype: str,
+    user: User,
+    session: str,
+    device: str,
+    *,
+    place: Place | None = None,
+    query: str | None = None,
+    review_id: str | None = None,
+    rating: int | None = None,
+    position: int | None = None,
+) -> tuple[int, dict[str, Any]]:
     return ms, {
-        "event_id": _hex(rng, 96), "event_type": etype, "ts": None, "user_id": user.user_id, "session_id": session,
-        "place_id": place.place_id if place else None, "query": query, "review_id": review_id, "rating": rating,
-        "position": position, "device": device, "source": SOURCE,
+        "event_id": _hex(rng, 96),
+        "event_type": etype,
+        "ts": None,
+        "user_id": user.user_id,
+        "session_id": session,
+        "place_id": place.place_id if place else None,
+        "query": query,
+        "review_id": review_id,
+        "rating": rating,
+        "position": position,
+        "device": device,
+        "source": SOURCE,
     }
 
 
 def _query(rng: random.Random, user: User, ctx: DayContext) -> tuple[str, str | None, str, str | None]:
     """A Korean search query from the user's tastes: (query, district or None, category, aspect or None)."""
-    category = (rng.choices(V.CATEGORIES, weights=user.cat_w)[0] if rng.random() < 0.8
-                else rng.choice(V.CATEGORIES))
+    category = rng.choices(V.CATEGORIES, weights=user.cat_w)[0] if rng.random() < 0.8 else rng.choice(V.CATEGORIES)
     r = rng.random()
     home_p = 0.35 if ctx.weekend else 0.55
     if r < home_p:
@@ -374,6 +504,8 @@ def _query(rng: random.Random, user: User, ctx: DayContext) -> tuple[str, str | 
     if aspect:
         pre, post = rng.choice(V.QUERY_ASPECT_PRE[aspect]), rng.choice(V.QUERY_ASPECT_POST[aspect])
         form = rng.choice(("{d} {pre} {c}", "{d} {c} {post}", "{d} {c} 맛집 {post}", "{pre} {c} {d}"))
+        if post == "맛집" and "맛집 {post}" in form:
+            form = "{d} {c} {post}"  # not "파스타 맛집 맛집"
         text = form.format(d=d_kw, pre=pre, c=cat_kw, post=post)
     else:
         form = rng.choice(("{d} {c}", "{d} {c} 맛집", "{c} {d} 추천", "{d} {c} 추천"))
@@ -381,8 +513,9 @@ def _query(rng: random.Random, user: User, ctx: DayContext) -> tuple[str, str | 
     return " ".join(text.split()), district, category, aspect
 
 
-def _search_results(rng: random.Random, ctx: DayContext, district: str | None, category: str,
-                    aspect: str | None, k: int) -> list[Place]:
+def _search_results(
+    rng: random.Random, ctx: DayContext, district: str | None, category: str, aspect: str | None, k: int
+) -> list[Place]:
     cands: dict[str, tuple[Place, float]] = {}
     if district:
         near = NEARBY[district]
@@ -418,9 +551,10 @@ def _feed_results(rng: random.Random, ctx: DayContext, user: User, k: int) -> li
 
 def _utility(user: User, place: Place) -> float:
     pref = user.cat_w[CAT_INDEX[place.category]] * NCAT
-    fit = sum(w * place.quality[a] for a, w in zip(V.ASPECTS, user.asp_w))
-    return (math.log(pref + 0.15) + (0.4 if place.district == user.home else 0.0) + 1.2 * fit
-            + 0.12 * math.log(place.pop))
+    fit = sum(w * place.quality[a] for a, w in zip(V.ASPECTS, user.asp_w, strict=True))
+    return (
+        math.log(pref + 0.15) + (0.4 if place.district == user.home else 0.0) + 1.2 * fit + 0.12 * math.log(place.pop)
+    )
 
 
 def _session(rng: random.Random, ctx: DayContext, user: User, t0: int, out: DayOutput) -> int:
@@ -448,8 +582,9 @@ def _session(rng: random.Random, ctx: DayContext, user: User, t0: int, out: DayO
             break
         t_list = t
         for pos, place in enumerate(shown, start=1):
-            events.append(_make_event(rng, t_list + pos * 40, "impression", user, session, device,
-                                      place=place, position=pos))
+            events.append(
+                _make_event(rng, t_list + pos * 40, "impression", user, session, device, place=place, position=pos)
+            )
         t = t_list + len(shown) * 40
         for pos, place in enumerate(shown, start=1):
             u = _utility(user, place)
@@ -467,8 +602,9 @@ def _session(rng: random.Random, ctx: DayContext, user: User, t0: int, out: DayO
             events.append(_make_event(rng, t, "click", user, session, device, place=place, position=pos))
             t += rng.randint(5_000, 120_000)
             saved = rng.random() < _sig(-2.0 + 0.6 * u)
-            navigated = rng.random() < _sig(-1.7 + 0.5 * u + (0.4 if ctx.weekend else 0.0)
-                                            + (0.3 if place.district == user.home else 0.0))
+            navigated = rng.random() < _sig(
+                -1.7 + 0.5 * u + (0.4 if ctx.weekend else 0.0) + (0.3 if place.district == user.home else 0.0)
+            )
             if saved and t < end:
                 events.append(_make_event(rng, t, "save", user, session, device, place=place))
             if navigated and t < end:
@@ -491,18 +627,40 @@ def _session(rng: random.Random, ctx: DayContext, user: User, t0: int, out: DayO
 def _add_review(rng: random.Random, user: User, place: Place, ms: int, device: str, out: DayOutput) -> None:
     text, rating, aspects, closer = write_review(rng, user, place)
     review_id = "r" + _hex(rng, 64)
-    out.events.append(_make_event(rng, ms, "review", user, "s" + _hex(rng, 64), device, place=place,
-                                  review_id=review_id, rating=rating))
-    out.reviews.append((ms, {
-        "review_id": review_id, "place_id": place.place_id, "user_id": user.user_id, "rating": rating,
-        "text": text, "ts": None, "source": SOURCE,
-    }))
-    out.review_truth.append({"review_id": review_id, "place_id": place.place_id, "user_id": user.user_id,
-                             "rating": rating, "aspects": aspects, "closer": closer or None})
+    out.events.append(
+        _make_event(
+            rng, ms, "review", user, "s" + _hex(rng, 64), device, place=place, review_id=review_id, rating=rating
+        )
+    )
+    out.reviews.append(
+        (
+            ms,
+            {
+                "review_id": review_id,
+                "place_id": place.place_id,
+                "user_id": user.user_id,
+                "rating": rating,
+                "text": text,
+                "ts": None,
+                "source": SOURCE,
+            },
+        )
+    )
+    out.review_truth.append(
+        {
+            "review_id": review_id,
+            "place_id": place.place_id,
+            "user_id": user.user_id,
+            "rating": rating,
+            "aspects": aspects,
+            "closer": closer or None,
+        }
+    )
 
 
-def _simulate_day(rng: random.Random, ctx: DayContext, users: list[User], user_cum: list[float],
-                  target: int) -> DayOutput:
+def _simulate_day(
+    rng: random.Random, ctx: DayContext, users: list[User], user_cum: list[float], target: int
+) -> DayOutput:
     out = DayOutput()
     hours = HOURS_WEEKEND if ctx.weekend else HOURS_WEEKDAY
     # hour h (local) starts ((h - 9) mod 24) hours after 00:00 UTC
@@ -556,8 +714,15 @@ class Malformer:
         rng = self.rng
         user, place = rng.choice(self.world.users), rng.choice(self.ctx.places)
         text, rating, _, _ = write_review(rng, user, place)
-        return {"review_id": "r" + _hex(rng, 64), "place_id": place.place_id, "user_id": user.user_id,
-                "rating": rating, "text": text, "ts": _iso(self._ms()), "source": SOURCE}
+        return {
+            "review_id": "r" + _hex(rng, 64),
+            "place_id": place.place_id,
+            "user_id": user.user_id,
+            "rating": rating,
+            "text": text,
+            "ts": _iso(self._ms()),
+            "source": SOURCE,
+        }
 
     def fresh_place(self) -> dict[str, Any]:
         # a place that is not part of the world, drawn with this malformer's own random state
@@ -600,8 +765,12 @@ class Malformer:
             _drop(rng, ev, name)
             return ev, name, ev.get("event_id")
         if reason == "invalid_type":
-            options = ["user_id", "ts", "event_id"] + (["rating"] if etype == "review" else []) \
-                + (["position"] if ev["position"] is not None else []) + (["place_id"] if etype != "search" else [])
+            options = (
+                ["user_id", "ts", "event_id"]
+                + (["rating"] if etype == "review" else [])
+                + (["position"] if ev["position"] is not None else [])
+                + (["place_id"] if etype != "search" else [])
+            )
             name = rng.choice(options)
             ev[name] = _wrong_type(rng, name, ev[name], self.ctx.start_ms)
             return ev, name, ev["event_id"] if isinstance(ev["event_id"], str) else None
@@ -645,10 +814,13 @@ class Malformer:
             rv["rating"] = rng.choice((0, 7, 11, -1))
             return rv, f"rating={rv['rating']}", rv["review_id"]
         if reason == "oversized_text":
-            target = rng.randint(3_500, 33_000)  # chars: about 10..100 KB of mostly Hangul
+            target = rng.randint(10_000, 100_000)  # bytes of UTF-8 text
             base = rng.choice(V.SPAM) if rng.random() < 0.7 else rv["text"] + " "
-            rv["text"] = (base * (target // len(base) + 1))[:target]
-            return rv, f"{len(rv['text'])} chars", rv["review_id"]
+            text = base * (target // len(base.encode("utf-8")) + 1)
+            while len(text.encode("utf-8")) > target and len(text) > 2001:
+                text = text[: max(2001, len(text) - 50)]
+            rv["text"] = text
+            return rv, f"{len(text)} chars, {len(text.encode('utf-8'))} bytes", rv["review_id"]
         raise ValueError(reason)
 
     def place(self, reason: str) -> tuple[dict[str, Any] | str, str, str | None]:
@@ -709,11 +881,12 @@ def _break_json(rng: random.Random, text: str) -> str:
         return text[: rng.randint(max(1, len(text) // 4), len(text) - 2)]  # truncated write
     first = text.find(',"')
     second = text.find(',"', first + 1)
-    return text[:second] + text[second + 1:]  # a missing comma between two fields
+    return text[:second] + text[second + 1 :]  # a missing comma between two fields
 
 
-def _assemble(rng: random.Random, valid: list[str], extras: list[tuple[str, dict[str, Any], int | None, bool]],
-              max_lines: int) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+def _assemble(
+    rng: random.Random, valid: list[str], extras: list[tuple[str, dict[str, Any], int | None, bool]], max_lines: int
+) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     """Interleave malformed lines with valid ones at random places.
 
     ``extras``: (line, truth, index of the original for a duplicate else None, whether the duplicate goes
@@ -734,7 +907,7 @@ def _assemble(rng: random.Random, valid: list[str], extras: list[tuple[str, dict
         keyed.append((pos, seq, line, truth))
     keyed.sort(key=lambda x: (x[0], x[1]))
     lines = [k[2] for k in keyed]
-    marks = [(i, k[3]) for i, k in enumerate(keyed) if k[3] is not None]
+    marks = [(i, truth) for i, (_, _, _, truth) in enumerate(keyed) if truth is not None]
     return lines, marks
 
 
@@ -747,9 +920,18 @@ def _day_targets(start: date, days: int, events: int) -> list[int]:
     return [round(events * x / s) for x in w]
 
 
-def generate(out: Path, start: date, days: int, seed: int, places: int = 1000, users: int = 5000,
-             events: int = 200_000, malformed_rate: float = 0.01, *,
-             max_lines_per_file: int = MAX_LINES_PER_FILE) -> dict[str, Any]:
+def generate(
+    out: Path,
+    start: date,
+    days: int,
+    seed: int,
+    places: int = 1000,
+    users: int = 5000,
+    events: int = 200_000,
+    malformed_rate: float = 0.01,
+    *,
+    max_lines_per_file: int = MAX_LINES_PER_FILE,
+) -> dict[str, Any]:
     """Write ``days`` days of demo landing files from ``start`` under ``out``; return the manifest.
 
     Writes ``<out>/{events,reviews,places}/dt=YYYY-MM-DD/<feed>-NNNN.jsonl`` for those days (each day
@@ -799,28 +981,42 @@ def generate(out: Path, start: date, days: int, seed: int, places: int = 1000, u
             for p in changed + new:
                 ms = start_ms + rng.randrange(DAY_MS)
                 place_rows.append((ms, p.record(ms)))
-            catalogue_changes[dt.isoformat()] = {"renamed": kinds["name"], "recategorised": kinds["category"],
-                                                 "renamed_and_recategorised": kinds["category+name"],
-                                                 "new": len(new)}
+            catalogue_changes[dt.isoformat()] = {
+                "renamed": kinds["name"],
+                "recategorised": kinds["category"],
+                "renamed_and_recategorised": kinds["category+name"],
+                "new": len(new),
+            }
 
         by_district: dict[str, list[Place]] = {}
         by_category: dict[str, list[Place]] = {}
         for p in world.places:
             by_district.setdefault(p.district, []).append(p)
             by_category.setdefault(p.category, []).append(p)
+
         def boosted(p: Place, d: int = d) -> float:
             return p.pop * (1.6 if p.born_day == d and d > 0 else 1.0)  # opening-day buzz
 
-        ctx = DayContext(d, dt, start_ms, weekend, list(world.places), by_district, by_category,
-                         list(accumulate(boosted(p) for p in world.places)),
-                         {c: list(accumulate(boosted(p) for p in ps)) for c, ps in by_category.items()},
-                         {k: list(accumulate(boosted(p) for p in ps)) for k, ps in by_district.items()})
+        ctx = DayContext(
+            d,
+            dt,
+            start_ms,
+            weekend,
+            list(world.places),
+            by_district,
+            by_category,
+            list(accumulate(boosted(p) for p in world.places)),
+            {c: list(accumulate(boosted(p) for p in ps)) for c, ps in by_category.items()},
+            {k: list(accumulate(boosted(p) for p in ps)) for k, ps in by_district.items()},
+        )
         user_cum = list(accumulate(u.activity * (u.weekend if weekend else 1.0) for u in world.users))
         day = _simulate_day(rng, ctx, world.users, user_cum, targets[d])
 
         # valid lines, in delivery (time) order
         feeds_valid: dict[str, list[tuple[int, dict[str, Any]]]] = {
-            "events": day.events, "reviews": day.reviews, "places": place_rows,
+            "events": day.events,
+            "reviews": day.reviews,
+            "places": place_rows,
         }
         id_field = {"events": "event_id", "reviews": "review_id", "places": "place_id"}
         ts_field = {"events": "ts", "reviews": "ts", "places": "updated_ts"}
@@ -849,11 +1045,17 @@ def generate(out: Path, start: date, days: int, seed: int, places: int = 1000, u
                     later_part = multi_part and n_dups % 2 == 0  # every other re-delivery lands in a later part
                     first_part = int(0.8 * max_lines_per_file * len(valid) / (len(valid) + n_bad))
                     orig = mrng.randrange(first_part if later_part else len(valid))
-                    extras.append((valid[orig], {"reason": reason, "detail": "re-delivered",
-                                                 "id": rows[orig][1][id_field[feed]]}, orig, later_part))
+                    extras.append(
+                        (
+                            valid[orig],
+                            {"reason": reason, "detail": "re-delivered", "id": rows[orig][1][id_field[feed]]},
+                            orig,
+                            later_part,
+                        )
+                    )
                     continue
-                obj, detail, rid = make(reason)
-                line = obj if isinstance(obj, str) else dumps(obj)
+                bad, detail, rid = make(reason)
+                line = bad if isinstance(bad, str) else dumps(bad)
                 extras.append((line, {"reason": reason, "detail": detail, "id": rid}, None, False))
             lines, marks = _assemble(mrng, valid, extras, max_lines_per_file)
 
@@ -867,17 +1069,23 @@ def generate(out: Path, start: date, days: int, seed: int, places: int = 1000, u
                 files.append(path.relative_to(out).as_posix())
             for idx, truth in marks:
                 part = idx // max_lines_per_file
-                malformed_truth.append({"feed": feed, "file": files[part], "line": idx - part * max_lines_per_file + 1,
-                                        **truth})
-            counts[feed][dt.isoformat()] = {"files": len(files), "bytes": size, "lines": len(lines),
-                                            "valid": len(valid), "malformed": len(marks)}
+                malformed_truth.append(
+                    {"feed": feed, "file": files[part], "line": idx - part * max_lines_per_file + 1, **truth}
+                )
+            counts[feed][dt.isoformat()] = {
+                "files": len(files),
+                "bytes": size,
+                "lines": len(lines),
+                "valid": len(valid),
+                "malformed": len(marks),
+            }
         review_truth.extend(day.review_truth)
         log.info("demo %s: %d events, %d reviews, %d places", dt, len(day.events), len(day.reviews), len(place_rows))
 
-    truth = out / TRUTH_DIR
-    write_jsonl(truth / "users.jsonl", [u.truth() for u in world.users])
-    write_jsonl(truth / "review_aspects.jsonl", review_truth)
-    write_jsonl(truth / "malformed.jsonl", malformed_truth)
+    truth_dir = out / TRUTH_DIR
+    write_jsonl(truth_dir / "users.jsonl", [u.truth() for u in world.users])
+    write_jsonl(truth_dir / "review_aspects.jsonl", review_truth)
+    write_jsonl(truth_dir / "malformed.jsonl", malformed_truth)
     by_reason: dict[str, dict[str, int]] = {f: {} for f in FEEDS}
     for m in malformed_truth:
         by_reason[m["feed"]][m["reason"]] = by_reason[m["feed"]].get(m["reason"], 0) + 1
@@ -885,16 +1093,26 @@ def generate(out: Path, start: date, days: int, seed: int, places: int = 1000, u
         "source": SOURCE,
         "format": "landing/v1",
         "interval": "UTC day [dt 00:00Z, dt+1 00:00Z); timestamps written in +09:00",
-        "args": {"start": start.isoformat(), "days": days, "seed": seed, "places": places, "users": users,
-                 "events": events, "malformed_rate": malformed_rate, "max_lines_per_file": max_lines_per_file},
+        "args": {
+            "start": start.isoformat(),
+            "days": days,
+            "seed": seed,
+            "places": places,
+            "users": users,
+            "events": events,
+            "malformed_rate": malformed_rate,
+            "max_lines_per_file": max_lines_per_file,
+        },
         "days": [(start + timedelta(d)).isoformat() for d in range(days)],
         "counts": counts,
-        "totals": {f: {k: sum(c[k] for c in counts[f].values()) for k in ("files", "bytes", "lines", "valid",
-                                                                         "malformed")} for f in FEEDS},
+        "totals": {
+            f: {k: sum(c[k] for c in counts[f].values()) for k in ("files", "bytes", "lines", "valid", "malformed")}
+            for f in FEEDS
+        },
         "malformed_by_reason": by_reason,
         "catalogue_changes": catalogue_changes,
         "places_total": len(world.places),
         "users_total": len(world.users),
     }
-    write_json(truth / "manifest.json", manifest)
+    write_json(truth_dir / "manifest.json", manifest)
     return manifest

@@ -17,8 +17,15 @@ MAX_LINES_PER_FILE = 20_000
 TRUTH_DIR = "_truth"
 
 REASONS: tuple[str, ...] = (
-    "invalid_json", "missing_field", "invalid_type", "unknown_event_type", "invalid_timestamp",
-    "out_of_interval", "duplicate_id", "invalid_value", "oversized_text",
+    "invalid_json",
+    "missing_field",
+    "invalid_type",
+    "unknown_event_type",
+    "invalid_timestamp",
+    "out_of_interval",
+    "duplicate_id",
+    "invalid_value",
+    "oversized_text",
 )
 
 

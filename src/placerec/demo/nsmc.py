@@ -55,8 +55,13 @@ def load_titles(synopses: Path | None) -> dict[str, str]:
     else:
         entries = [(e.get("movie_id", e.get("id")), e) for e in data if isinstance(e, dict)]
     for key, value in entries:
-        title = value if isinstance(value, str) else (value.get("title_kr") or value.get("title")) \
-            if isinstance(value, dict) else None
+        title = (
+            value
+            if isinstance(value, str)
+            else (value.get("title_kr") or value.get("title"))
+            if isinstance(value, dict)
+            else None
+        )
         if key is not None and isinstance(title, str) and title.strip():
             titles[str(key).strip()] = title.strip()
     return titles
@@ -105,14 +110,21 @@ class _MonthWriter:
             for a in range(0, len(lines), self.max_lines):
                 part = self.next_part.get((feed, self.month), 0)
                 self.next_part[(feed, self.month)] = part + 1
-                self.bytes += write_lines(day_dir(self.out, feed, dt) / part_name(feed, part),
-                                          lines[a:a + self.max_lines])
+                self.bytes += write_lines(
+                    day_dir(self.out, feed, dt) / part_name(feed, part), lines[a : a + self.max_lines]
+                )
                 self.files += 1
             lines.clear()
 
 
-def import_nsmc_landing(tsv_gz: Path, out: Path, synopses: Path | None = None, limit: int | None = None, *,
-                        max_lines_per_file: int = MAX_LINES_PER_FILE) -> dict[str, Any]:
+def import_nsmc_landing(
+    tsv_gz: Path,
+    out: Path,
+    synopses: Path | None = None,
+    limit: int | None = None,
+    *,
+    max_lines_per_file: int = MAX_LINES_PER_FILE,
+) -> dict[str, Any]:
     """Write ``tsv_gz`` (NSMC ``reviews.tsv.gz``) as landing files under ``out``; return counts.
 
     ``out`` is its own landing root (e.g. ``<home>/landing-nsmc``); the month folders written are
@@ -124,8 +136,16 @@ def import_nsmc_landing(tsv_gz: Path, out: Path, synopses: Path | None = None, l
     titles = load_titles(synopses)
     writer = _MonthWriter(out, max_lines_per_file)
     seen_movies: set[str] = set()
-    counts = {"rows": 0, "reviews": 0, "events": 0, "places": 0, "named_places": 0, "empty_text": 0,
-              "bad_rating": 0, "bad_rows": 0}
+    counts = {
+        "rows": 0,
+        "reviews": 0,
+        "events": 0,
+        "places": 0,
+        "named_places": 0,
+        "empty_text": 0,
+        "bad_rating": 0,
+        "bad_rows": 0,
+    }
     with gzip.open(tsv_gz, "rt", encoding="utf-8", newline="\n") as f:
         header = f.readline().rstrip("\n").split("\t")
         if tuple(header) != COLUMNS:
@@ -153,21 +173,51 @@ def import_nsmc_landing(tsv_gz: Path, out: Path, synopses: Path | None = None, l
                 seen_movies.add(movie)
                 name = titles.get(movie)
                 counts["named_places"] += name is not None
-                writer.add("places", {
-                    "place_id": place_id, "name": name or f"영화 {movie}", "category": CATEGORY, "district": None,
-                    "lat": None, "lon": None, "address": None, "updated_ts": ts, "source": SOURCE,
-                })
+                writer.add(
+                    "places",
+                    {
+                        "place_id": place_id,
+                        "name": name or f"영화 {movie}",
+                        "category": CATEGORY,
+                        "district": None,
+                        "lat": None,
+                        "lon": None,
+                        "address": None,
+                        "updated_ts": ts,
+                        "source": SOURCE,
+                    },
+                )
                 counts["places"] += 1
             review_id = f"nsmc-r{rid}"
-            writer.add("reviews", {
-                "review_id": review_id, "place_id": place_id, "user_id": user_id, "rating": rating, "text": text,
-                "ts": ts, "source": SOURCE,
-            })
-            writer.add("events", {
-                "event_id": f"nsmc-e{rid}", "event_type": "review", "ts": ts, "user_id": user_id,
-                "session_id": None, "place_id": place_id, "query": None, "review_id": review_id, "rating": rating,
-                "position": None, "device": None, "source": SOURCE,
-            })
+            writer.add(
+                "reviews",
+                {
+                    "review_id": review_id,
+                    "place_id": place_id,
+                    "user_id": user_id,
+                    "rating": rating,
+                    "text": text,
+                    "ts": ts,
+                    "source": SOURCE,
+                },
+            )
+            writer.add(
+                "events",
+                {
+                    "event_id": f"nsmc-e{rid}",
+                    "event_type": "review",
+                    "ts": ts,
+                    "user_id": user_id,
+                    "session_id": None,
+                    "place_id": place_id,
+                    "query": None,
+                    "review_id": review_id,
+                    "rating": rating,
+                    "position": None,
+                    "device": None,
+                    "source": SOURCE,
+                },
+            )
             counts["reviews"] += 1
             counts["events"] += 1
     writer.flush()
@@ -185,6 +235,11 @@ def import_nsmc_landing(tsv_gz: Path, out: Path, synopses: Path | None = None, l
     }
     write_json(out / TRUTH_DIR / "manifest.json", result)
     result["seconds"] = round(time.monotonic() - started, 2)
-    log.info("nsmc: %d rows → %d months, %d files in %.1f s", counts["rows"], len(writer.months), writer.files,
-             result["seconds"])
+    log.info(
+        "nsmc: %d rows → %d months, %d files in %.1f s",
+        counts["rows"],
+        len(writer.months),
+        writer.files,
+        result["seconds"],
+    )
     return result

@@ -85,7 +85,7 @@ def airflow_cli(
     """Run the venv's ``airflow`` with :func:`airflow_env`, e.g. ``airflow_cli(["dags", "unpause", "x"])``."""
     settings = settings or get_settings()
     airflow_home(settings).mkdir(parents=True, exist_ok=True)
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         [str(venv_bin() / "airflow"), *args],
         env=airflow_env(settings),
         check=check,

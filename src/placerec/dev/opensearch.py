@@ -220,7 +220,7 @@ def _assemble(settings: Settings, dest: Path) -> None:
         )
         (module / "plugin-security.policy").write_text(PAINLESS_POLICY)
         # the official installer verifies the descriptor, jar hell and the extended plugin (lang-painless)
-        res = subprocess.run(  # noqa: S603
+        res = subprocess.run(
             [str(root / "bin" / "opensearch-plugin"), "install", "--batch", knn_zip.as_uri()],
             env=_tool_env(settings, root / "config"),
             cwd=root,
@@ -249,9 +249,18 @@ def ensure_user() -> str | None:
         pwd.getpwnam(SERVICE_USER)
     except KeyError:
         log.info("creating system user %s", SERVICE_USER)
-        subprocess.run(  # noqa: S603
-            ["useradd", "--system", "--user-group", "--no-create-home",
-             "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVICE_USER,
+            ],
             check=True,
             capture_output=True,
         )

@@ -112,10 +112,7 @@ def spawn(
     with log_path.open("ab") as out:
         out.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(argv)}\n".encode())
         out.flush()
-        extra: dict[str, object] = {}
-        if user is not None:
-            extra = {"user": user, "group": user, "extra_groups": []}
-        proc = subprocess.Popen(  # noqa: S603 - argv is built by us, not from user input
+        proc = subprocess.Popen(
             list(argv),
             env=dict(env),
             cwd=cwd,
@@ -124,7 +121,9 @@ def spawn(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
-            **extra,  # type: ignore[arg-type]
+            user=user,
+            group=user,  # the user's own group (useradd --user-group) ...
+            extra_groups=[] if user is not None else None,  # ... and none of root's
         )
     st = start_time(proc.pid)
     if st is None:  # exited immediately; record anyway so the caller can report the log

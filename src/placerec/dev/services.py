@@ -7,9 +7,11 @@ Stdout/stderr of each service go to ``<home>/logs/<name>.log``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +60,9 @@ class Service:
 
 
 SERVICES: tuple[Service, ...] = (
-    Service("opensearch", lambda s: s.opensearch_url, opensearch.install, opensearch.launch_spec, opensearch.probe, 180),
+    Service(
+        "opensearch", lambda s: s.opensearch_url, opensearch.install, opensearch.launch_spec, opensearch.probe, 180
+    ),
     Service("embeddings", lambda s: s.embeddings_url, embeddings.install, embeddings.launch_spec, embeddings.probe, 60),
     Service("airflow", lambda s: s.airflow_url, airflow.install, airflow.launch_spec, airflow.probe, 240, 45),
 )
@@ -87,6 +91,16 @@ def pid_file(settings: Settings, name: str) -> Path:
 def log_file(settings: Settings, name: str) -> Path:
     """Where the stdout/stderr of service ``name`` go."""
     return settings.home / "logs" / f"{name}.log"
+
+
+@contextlib.contextmanager
+def _lock(settings: Settings) -> Iterator[None]:
+    """Serialise concurrent ``up``/``down`` calls (e.g. parallel test sessions) so nothing starts twice."""
+    path = settings.home / "run" / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def _running(settings: Settings, svc: Service) -> PidRecord | None:
@@ -156,6 +170,11 @@ def up(only: list[str] | None = None) -> None:
     """
     settings = get_settings()
     chosen = select(only)
+    with _lock(settings):
+        _up(settings, chosen)
+
+
+def _up(settings: Settings, chosen: list[Service]) -> None:
     for sub in ("cache", "logs", "run"):
         (settings.home / sub).mkdir(parents=True, exist_ok=True)
     for svc in chosen:
@@ -175,14 +194,16 @@ def up(only: list[str] | None = None) -> None:
 def down(only: list[str] | None = None) -> None:
     """Stop the selected services that ``up`` started (reverse start order); anything else is untouched."""
     settings = get_settings()
-    for svc in reversed(select(only)):
-        rec = _running(settings, svc)
-        if rec is None:
-            log.info("%s is not running (from placerec)", svc.name)
-            continue
-        log.info("stopping %s (pid %d)", svc.name, rec.pid)
-        stop(rec, timeout=svc.stop_timeout)
-        pid_file(settings, svc.name).unlink(missing_ok=True)
+    chosen = select(only)
+    with _lock(settings):
+        for svc in reversed(chosen):
+            rec = _running(settings, svc)
+            if rec is None:
+                log.info("%s is not running (from placerec)", svc.name)
+                continue
+            log.info("stopping %s (pid %d)", svc.name, rec.pid)
+            stop(rec, timeout=svc.stop_timeout)
+            pid_file(settings, svc.name).unlink(missing_ok=True)
 
 
 def status() -> list[ServiceStatus]:

@@ -1,0 +1,97 @@
+"""DAG integrity: every DAG file imports cleanly and follows the house rules."""
+
+from __future__ import annotations
+
+import ast
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from placerec.orchestration import KNOWN_TAGS
+
+pytestmark = pytest.mark.dags
+
+DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
+DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
+# Modules a DAG file may import at top level: Airflow's authoring API and our thin wiring helpers.
+ALLOWED_IMPORT_ROOTS = {"__future__", "airflow", "pendulum", "datetime", "placerec"}
+ALLOWED_PLACEREC = {"placerec.orchestration"}
+
+
+@pytest.fixture(scope="module")
+def dagbag():  # type: ignore[no-untyped-def]
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(str(DAGS_DIR))
+
+
+def test_there_are_dag_files() -> None:
+    assert DAG_FILES, f"no DAG files under {DAGS_DIR}"
+
+
+def test_dags_import_without_errors(dagbag) -> None:  # type: ignore[no-untyped-def]
+    assert dagbag.import_errors == {}
+    assert {Path(d.fileloc).name for d in dagbag.dags.values()} == {p.name for p in DAG_FILES}
+
+
+def test_dags_follow_house_rules(dagbag) -> None:  # type: ignore[no-untyped-def]
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.doc_md and len(dag.doc_md) > 200, f"{dag_id}: doc_md must explain the DAG"
+        assert set(dag.tags) <= KNOWN_TAGS and "placerec" in dag.tags, f"{dag_id}: tags {dag.tags}"
+        assert dag.max_active_runs >= 1
+        for task in dag.tasks:
+            assert task.owner == "placerec", f"{dag_id}.{task.task_id}: owner {task.owner}"
+            assert task.retries >= 1, f"{dag_id}.{task.task_id}: retries not set"
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_files_import_only_wiring(path: Path) -> None:
+    """No heavy or I/O-doing import at module level: only Airflow authoring and placerec wiring."""
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        else:
+            continue
+        for name in names:
+            assert name.split(".")[0] in ALLOWED_IMPORT_ROOTS, f"{path.name}: imports {name}"
+            if name.startswith("placerec"):
+                assert name in ALLOWED_PLACEREC, f"{path.name}: imports {name} (use placerec.orchestration)"
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_files_do_no_io_at_parse_time(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsing a DAG file opens no socket, fetches no URL and reads no environment variable."""
+    import importlib.util
+    import os
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{path.name}: network access at parse time")
+
+    touched: list[str] = []
+    real_getitem = os.environ.__class__.__getitem__
+    real_get = os.environ.__class__.get
+
+    def spy_getitem(self, key):  # type: ignore[no-untyped-def]
+        if str(key).startswith(("PLACEREC_", "AIRFLOW_CONN_", "AIRFLOW_VAR_")):
+            touched.append(str(key))
+        return real_getitem(self, key)
+
+    def spy_get(self, key, default=None):  # type: ignore[no-untyped-def]
+        if str(key).startswith(("PLACEREC_", "AIRFLOW_CONN_", "AIRFLOW_VAR_")):
+            touched.append(str(key))
+        return real_get(self, key, default)
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(os.environ.__class__, "__getitem__", spy_getitem)
+    monkeypatch.setattr(os.environ.__class__, "get", spy_get)
+    spec = importlib.util.spec_from_file_location(f"_dagcheck_{path.stem}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert touched == [], f"{path.name}: reads {touched} at parse time"

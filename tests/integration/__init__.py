@@ -1,0 +1,1 @@
+"""Tests against the running local services (``placerec dev up``)."""

@@ -1,0 +1,206 @@
+"""Pure logic of ``placerec dev``: pid files, process-tree stopping, config rendering, Airflow env."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from placerec.dev import airflow, opensearch, process, services
+from placerec.settings import PROJECT_ROOT, Settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home")
+
+
+# --- pid files and processes -------------------------------------------------------------------
+
+
+def test_parse_stat_handles_parentheses_in_command_name() -> None:
+    fields = " ".join(str(n) for n in range(4, 53))  # fields 4.. after state; field 22 is start time
+    state, ppid, pgrp, start = process.parse_stat(f"123 (a) (b c)) S {fields}")
+    assert (state, ppid, pgrp, start) == ("S", 4, 5, 22)
+
+
+def test_pid_record_roundtrip(tmp_path: Path) -> None:
+    rec = process.PidRecord(pid=42, start_time=1234, argv=("x", "--y"), log_path="/tmp/x.log")
+    path = tmp_path / "run" / "x.pid"
+    process.write_pid_file(path, rec)
+    assert process.read_pid_file(path) == rec
+    assert json.loads(path.read_text())["argv"] == ["x", "--y"]
+
+
+def test_read_pid_file_missing_or_garbage(tmp_path: Path) -> None:
+    assert process.read_pid_file(tmp_path / "none.pid") is None
+    bad = tmp_path / "bad.pid"
+    bad.write_text("not json")
+    assert process.read_pid_file(bad) is None
+
+
+def test_is_alive_checks_start_time_not_just_pid() -> None:
+    me = os.getpid()
+    started = process.start_time(me)
+    assert started is not None
+    assert process.is_alive(process.PidRecord(me, started, (), ""))
+    # same pid, different start time: a reused pid must not count as ours
+    assert not process.is_alive(process.PidRecord(me, started + 1, (), ""))
+
+
+def test_spawn_and_stop_kill_whole_tree_but_nothing_else(tmp_path: Path) -> None:
+    bystander = subprocess.Popen(["sleep", "60"])
+    # a parent with one child in its group and one that escaped into its own session
+    script = "sleep 60 & setsid sleep 61 & wait"
+    rec = process.spawn(["sh", "-c", script], env=dict(os.environ), log_path=tmp_path / "t.log", cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 5
+        while len(process.descendants(rec.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tree = process.descendants(rec.pid)
+        assert len(tree) >= 2
+        assert process.rss_bytes(rec) > 0
+        assert process.stop(rec, timeout=5)
+        assert not process.is_alive(rec)
+        assert all(process.start_time(p) != s for p, s in tree.items())
+        assert bystander.poll() is None  # untouched
+        assert not process.stop(rec)  # second stop is a no-op
+    finally:
+        bystander.kill()
+        bystander.wait()
+    assert "starting: sh -c" in (tmp_path / "t.log").read_text()
+
+
+def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ok', flush=True); time.sleep(60)"
+    rec = process.spawn([sys.executable, "-c", code], env=dict(os.environ), log_path=tmp_path / "k.log", cwd=tmp_path)
+    deadline = time.monotonic() + 10
+    while "ok" not in (tmp_path / "k.log").read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.stop(rec, timeout=0.5, first_signal=signal.SIGTERM)
+    assert not process.is_alive(rec)
+
+
+def test_tail_returns_last_lines(tmp_path: Path) -> None:
+    f = tmp_path / "x.log"
+    f.write_text("".join(f"line {i}\n" for i in range(100)))
+    assert process.tail(f, 2) == "line 98\nline 99"
+    assert process.tail(tmp_path / "missing.log") == ""
+
+
+# --- services -----------------------------------------------------------------------------------
+
+
+def test_select_keeps_start_order_and_rejects_unknown() -> None:
+    assert [s.name for s in services.select(None)] == ["opensearch", "embeddings", "airflow"]
+    assert [s.name for s in services.select(["airflow", "opensearch"])] == ["opensearch", "airflow"]
+    with pytest.raises(services.ServiceError, match="nope"):
+        services.select(["nope"])
+
+
+def test_state_paths_live_under_home(settings: Settings) -> None:
+    assert services.pid_file(settings, "airflow") == settings.home / "run" / "airflow.pid"
+    assert services.log_file(settings, "airflow") == settings.home / "logs" / "airflow.log"
+
+
+# --- OpenSearch ---------------------------------------------------------------------------------
+
+
+def test_opensearch_yml(settings: Settings) -> None:
+    yml = opensearch.render_opensearch_yml(settings, allow_mmap=True)
+    assert "network.host: 127.0.0.1\n" in yml
+    assert "http.port: 9200\n" in yml
+    assert "discovery.type: single-node\n" in yml
+    assert f"path.data: {settings.home / 'opensearch' / 'data'}\n" in yml
+    assert "allow_mmap" not in yml
+    assert "node.store.allow_mmap: false" in opensearch.render_opensearch_yml(settings, allow_mmap=False)
+
+
+def test_opensearch_port_follows_url(tmp_path: Path) -> None:
+    s = Settings(home=tmp_path, opensearch_url="http://127.0.0.1:9201")
+    assert "http.port: 9201\n" in opensearch.render_opensearch_yml(s, allow_mmap=True)
+
+
+def test_jvm_options_paths_become_absolute(settings: Settings) -> None:
+    template = (
+        "-XX:HeapDumpPath=data\n-XX:ErrorFile=logs/hs_err_pid%p.log\n"
+        "9-:-Xlog:gc*,gc+age=trace,safepoint:file=logs/gc.log:utctime,pid,tags:filecount=32,filesize=64m\n"
+    )
+    out = opensearch.render_jvm_options(template, settings)
+    base = settings.home / "opensearch"
+    assert f"-XX:HeapDumpPath={base / 'data'}\n" in out
+    assert f"-XX:ErrorFile={base / 'logs'}/hs_err_pid%p.log" in out
+    assert f"file={base / 'logs' / 'gc.log'}:" in out
+
+
+def test_painless_descriptor_and_class_detection(tmp_path: Path) -> None:
+    jar = tmp_path / "lang-painless.jar"
+    with zipfile.ZipFile(jar, "w") as zf:
+        zf.writestr("org/opensearch/painless/PainlessPlugin.class", b"")
+    cls = opensearch.painless_plugin_class(jar)
+    assert cls == "org.opensearch.painless.PainlessPlugin"
+    props = dict(line.split("=", 1) for line in opensearch.painless_descriptor("2.19.1", cls).splitlines())
+    assert props["name"] == "lang-painless"
+    assert props["classname"] == cls
+    assert props["version"] == props["opensearch.version"] == "2.19.1"
+
+
+def test_painless_artifacts_follow_the_pom(settings: Settings) -> None:
+    coords = {(a.group, a.artifact, a.version) for a in opensearch.painless_artifacts(settings)}
+    assert ("org.opensearch.plugin", "opensearch-scripting-painless-spi", "2.19.1") in coords
+    assert ("org.antlr", "antlr4-runtime", "4.13.1") in coords
+    assert {a for g, a, _ in coords if g == "org.ow2.asm"} == set(opensearch.ASM_ARTIFACTS)
+
+
+def test_extract_zip_keeps_exec_bits(tmp_path: Path) -> None:
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        info = zipfile.ZipInfo("pkg/bin/run")
+        info.external_attr = 0o100755 << 16
+        zf.writestr(info, "#!/bin/sh\n")
+        zf.writestr("pkg/README", "x")
+    opensearch.extract_zip(archive, tmp_path / "out")
+    assert os.access(tmp_path / "out" / "pkg" / "bin" / "run", os.X_OK)
+    assert (tmp_path / "out" / "pkg" / "README").read_text() == "x"
+
+
+def test_install_marker_changes_with_versions(tmp_path: Path) -> None:
+    a = opensearch.install_marker(Settings(home=tmp_path))
+    b = opensearch.install_marker(Settings(home=tmp_path, opensearch_knn_version="9.9.9.9"))
+    assert a != b
+
+
+# --- Airflow ------------------------------------------------------------------------------------
+
+
+def test_airflow_env(settings: Settings) -> None:
+    env = airflow.airflow_env(settings, base={"PATH": "/usr/bin", "PLACEREC_FOO": "bar", "HOME": "/root"})
+    assert env["AIRFLOW_HOME"] == str(settings.home / "airflow")
+    assert env["PATH"].split(os.pathsep)[0] == str(airflow.venv_bin())
+    assert env["PATH"].endswith("/usr/bin")
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(PROJECT_ROOT / "dags")
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert env["AIRFLOW__API__HOST"] == "127.0.0.1"
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8080/execution/"
+    assert json.loads(env["AIRFLOW_CONN_SPARK_DEFAULT"]) == {"conn_type": "spark", "host": "local[*]"}
+    assert env["PLACEREC_FOO"] == "bar"  # callers' PLACEREC_* pass through
+    assert env["PLACEREC_HOME"] == str(settings.home)
+    assert env["HOME"] == "/root"
+
+
+def test_summarize_health() -> None:
+    healthy = {c: {"status": "healthy"} for c in airflow.COMPONENTS}
+    assert airflow.summarize_health(healthy)[0]
+    sick = {**healthy, "scheduler": {"status": "unhealthy"}}
+    ok, detail = airflow.summarize_health(sick)
+    assert not ok and "scheduler=unhealthy" in detail
+    no_processor = {k: v for k, v in healthy.items() if k != "dag_processor"}
+    ok, detail = airflow.summarize_health(no_processor)
+    assert not ok and "dag_processor=missing" in detail
