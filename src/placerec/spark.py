@@ -23,6 +23,12 @@ def spark_conf(settings: Settings | None = None) -> dict[str, str]:
         f"{cat}.uri": settings.catalog_jdbc_uri,
         f"{cat}.warehouse": settings.warehouse_uri,
         f"{cat}.jdbc.schema-version": "V1",
+        # pyiceberg and other jobs commit to the same tables: never serve a stale cached snapshot.
+        f"{cat}.cache-enabled": "false",
+        # pyiceberg creates the catalog tables (schema v1). Iceberg's own check reads JDBC metadata
+        # and leaves that result set open, which on SQLite pins the pooled connection to an old
+        # snapshot: the session would never see later commits by other processes.
+        f"{cat}.jdbc.init-catalog-tables": "false",
         "spark.sql.defaultCatalog": settings.catalog_name,
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
@@ -47,7 +53,10 @@ def get_spark(app_name: str, settings: Settings | None = None, jars: list[Path] 
 
     from placerec.dev.artifacts import spark_jars
 
+    from placerec.catalog import get_catalog
+
     settings = settings or get_settings()
+    get_catalog(settings)  # creates the catalog's own tables if this is a new catalog
     # Python workers must import placerec: run them on this interpreter (the project's venv).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)

@@ -84,7 +84,13 @@ class TableDef:
 
 
 _SOURCE = (("source", S), ("source_file", S), ("source_line", L))
-_WRITE_PROPS = {"format-version": "2", "write.parquet.compression-codec": "zstd"}
+# Fan-out writers keep a Parquet writer open per partition: a history import spanning
+# thousands of days exhausts the heap. Writers here get rows sorted by partition instead.
+_WRITE_PROPS = {
+    "format-version": "2",
+    "write.parquet.compression-codec": "zstd",
+    "write.spark.fanout.enabled": "false",
+}
 
 TABLES: tuple[TableDef, ...] = (
     TableDef(
@@ -247,6 +253,7 @@ def ensure_tables(catalog: Catalog) -> list[str]:
             pass
     for t in TABLES:
         if catalog.table_exists(t.identifier):
+            _sync_properties(catalog.load_table(t.identifier), {**_WRITE_PROPS, **t.properties})
             continue
         try:
             catalog.create_table(
@@ -259,6 +266,14 @@ def ensure_tables(catalog: Catalog) -> list[str]:
         except TableAlreadyExistsError:  # created concurrently by another task: fine
             pass
     return created
+
+
+def _sync_properties(table: Table, wanted: dict[str, str]) -> None:
+    """Bring table properties up to date (format-version is fixed at creation)."""
+    changed = {k: v for k, v in wanted.items() if k != "format-version" and table.properties.get(k) != v}
+    if changed:
+        with table.transaction() as tx:
+            tx.set_properties(**changed)
 
 
 def load_table(catalog: Catalog, identifier: str) -> Table:

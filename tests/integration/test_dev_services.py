@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from placerec.dev import airflow, embeddings, services
+from placerec.dev import airflow, embeddings, postgres, services
 from placerec.dev.httpjson import request_json
 from placerec.settings import get_settings
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def test_status_all_healthy() -> None:
     rows = {r.name: r for r in services.status()}
-    assert set(rows) == {"opensearch", "embeddings", "airflow"}
+    assert list(rows) == ["opensearch", "embeddings", "postgres", "airflow"]
     assert all(r.healthy for r in rows.values()), {n: r.detail for n, r in rows.items()}
 
 
@@ -75,10 +75,46 @@ def test_embeddings_korean_vector() -> None:
     assert math.isclose(math.sqrt(sum(x * x for x in vectors[0])), 1.0, rel_tol=1e-3)
 
 
+def test_postgres_socket_only_peer_auth() -> None:
+    import psycopg2
+
+    settings = get_settings()
+    ok, detail = postgres.probe(settings)
+    assert ok, detail
+    assert detail.startswith("PostgreSQL ") and str(postgres.socket_path(settings)) in detail
+    conn = psycopg2.connect(dbname="airflow", user=postgres.db_user(), host=str(postgres.run_dir(settings)))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_setting('listen_addresses'), current_setting('max_connections')")
+            assert cur.fetchone() == ("", "100")  # no TCP listener at all
+            cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            assert cur.fetchone() == (False,)  # Airflow's role only owns its database
+    finally:
+        conn.close()
+    assert (postgres.data_dir(settings) / "pg_hba.conf").read_text() == postgres.HBA  # local + peer only
+
+
 def test_airflow_health_and_cli() -> None:
+    import psycopg2
+
     settings = get_settings()
     ok, detail = airflow.probe(settings)
     assert ok, detail
+    assert "metadatabase=healthy" in detail
+    assert airflow.airflow_env(settings)["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+    # the components heartbeat into *this* PostgreSQL: Airflow's metadata lives there, migrated by standalone
+    conn = psycopg2.connect(dbname="airflow", user=postgres.db_user(), host=str(postgres.run_dir(settings)))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM alembic_version")
+            assert cur.fetchone() == (1,)
+            cur.execute(
+                "SELECT job_type FROM job WHERE state = 'running' AND latest_heartbeat > now() - interval '2 minutes'"
+            )
+            alive = {row[0] for row in cur.fetchall()}
+    finally:
+        conn.close()
+    assert {"SchedulerJob", "DagProcessorJob", "TriggererJob"} <= alive
     out = airflow.airflow_cli(["connections", "get", "spark_default", "-o", "json"], timeout=120).stdout
     (conn,) = json.loads(out)
     assert conn["conn_type"] == "spark"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from placerec.dev import airflow, opensearch, process, services
+from placerec.dev import airflow, opensearch, postgres, process, services
 from placerec.settings import PROJECT_ROOT, Settings
 
 
@@ -99,10 +99,24 @@ def test_tail_returns_last_lines(tmp_path: Path) -> None:
 
 
 def test_select_keeps_start_order_and_rejects_unknown() -> None:
-    assert [s.name for s in services.select(None)] == ["opensearch", "embeddings", "airflow"]
-    assert [s.name for s in services.select(["airflow", "opensearch"])] == ["opensearch", "airflow"]
+    assert [s.name for s in services.select(None)] == ["opensearch", "embeddings", "postgres", "airflow"]
+    # airflow needs its metadata DB: `up --only airflow` brings postgres up first
+    assert [s.name for s in services.select(["airflow", "opensearch"])] == ["opensearch", "postgres", "airflow"]
+    assert [s.name for s in services.select(["embeddings"])] == ["embeddings"]
     with pytest.raises(services.ServiceError, match="nope"):
         services.select(["nope"])
+
+
+def test_select_for_down_adds_dependents() -> None:
+    # stopping postgres takes airflow's database away, so airflow goes first
+    assert [s.name for s in services.select(["postgres"], closure="dependents")] == ["postgres", "airflow"]
+    assert [s.name for s in services.select(["airflow"], closure="dependents")] == ["airflow"]
+
+
+def test_postgres_stops_fast() -> None:
+    (pg,) = (s for s in services.SERVICES if s.name == "postgres")
+    assert pg.stop_signal == signal.SIGINT  # fast shutdown; SIGTERM waits for clients
+    assert pg.bootstrap is not None
 
 
 def test_state_paths_live_under_home(settings: Settings) -> None:
@@ -193,6 +207,34 @@ def test_airflow_env(settings: Settings) -> None:
     assert env["PLACEREC_FOO"] == "bar"  # callers' PLACEREC_* pass through
     assert env["PLACEREC_HOME"] == str(settings.home)
     assert env["HOME"] == "/root"
+    run = settings.home / "postgres" / "run"
+    user = postgres.db_user()
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"postgresql+psycopg2://{user}@/airflow?host={run}"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] == f"postgresql+asyncpg://{user}@/airflow?host={run}"
+    assert "sqlite" not in json.dumps(env).lower()
+
+
+def test_airflow_db_url_reaches_drivers_as_socket_dir(settings: Settings) -> None:
+    """SQLAlchemy hands the socket directory to psycopg2 and asyncpg as ``host``, with no password."""
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    run = str(settings.home / "postgres" / "run")
+    sync = sqlalchemy.create_engine(postgres.sqlalchemy_url(settings, "psycopg2"))
+    _, kwargs = sync.dialect.create_connect_args(sync.url)
+    assert kwargs["host"] == run and kwargs["dbname"] == "airflow" and "password" not in kwargs
+    aeng = create_async_engine(postgres.sqlalchemy_url(settings, "asyncpg"))
+    _, akwargs = aeng.sync_engine.dialect.create_connect_args(make_url(postgres.sqlalchemy_url(settings, "asyncpg")))
+    assert akwargs["host"] == run and akwargs["database"] == "airflow" and "password" not in akwargs
+
+
+def test_airflow_db_url_percent_encodes_odd_paths(tmp_path: Path) -> None:
+    from sqlalchemy.engine import make_url
+
+    s = Settings(home=tmp_path / "my home?x")
+    url = make_url(postgres.sqlalchemy_url(s))
+    assert url.query["host"] == str(s.home / "postgres" / "run")
 
 
 def test_summarize_health() -> None:
@@ -204,3 +246,88 @@ def test_summarize_health() -> None:
     no_processor = {k: v for k, v in healthy.items() if k != "dag_processor"}
     ok, detail = airflow.summarize_health(no_processor)
     assert not ok and "dag_processor=missing" in detail
+
+
+def test_summarize_health_any_component_down_is_down() -> None:
+    for name in ("scheduler", "dag_processor", "triggerer", "metadatabase"):
+        health = {c: {"status": "healthy"} for c in airflow.COMPONENTS}
+        health[name] = {"status": "unhealthy"}
+        assert airflow.summarize_health(health) == (
+            False,
+            ", ".join(f"{c}={'unhealthy' if c == name else 'healthy'}" for c in airflow.COMPONENTS),
+        )
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+
+def test_postgres_conf_is_socket_only(settings: Settings) -> None:
+    conf = postgres.render_conf(settings)
+    assert "listen_addresses = ''\n" in conf
+    assert f"unix_socket_directories = '{settings.home / 'postgres' / 'run'}'\n" in conf
+    assert "max_connections = 100\n" in conf
+    assert "shared_buffers = 128MB\n" in conf
+    rules = [line.split() for line in postgres.HBA.splitlines() if line and not line.startswith("#")]
+    assert rules == [["local", "all", "all", "peer"]]  # no host lines: no TCP, no passwords
+
+
+def test_postgres_paths_and_uri(settings: Settings) -> None:
+    assert postgres.data_dir(settings) == settings.home / "postgres" / "data"
+    assert postgres.socket_path(settings) == settings.home / "postgres" / "run" / ".s.PGSQL.5432"
+    assert postgres.url(settings) == f"postgresql:///airflow?host={settings.home / 'postgres' / 'run'}"
+
+
+def _fake_server(root: Path, major: str) -> None:
+    (root / major / "bin").mkdir(parents=True)
+    (root / major / "bin" / "postgres").write_text("")
+
+
+def test_find_bin_dir_prefers_cluster_major_else_newest(tmp_path: Path) -> None:
+    assert postgres.find_bin_dir(tmp_path) is None
+    for major in ("9.6", "15", "17"):
+        _fake_server(tmp_path, major)
+    (tmp_path / "18" / "bin").mkdir(parents=True)  # client-only: no server binary
+    assert postgres.find_bin_dir(tmp_path) == tmp_path / "17" / "bin"
+    assert postgres.find_bin_dir(tmp_path, prefer="15") == tmp_path / "15" / "bin"
+    assert postgres.find_bin_dir(tmp_path, prefer="16") == tmp_path / "17" / "bin"
+
+
+def test_ensure_server_installs_only_when_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        calls.append(list(argv))
+        if argv[:2] == ["apt-get", "install"]:
+            _fake_server(tmp_path, "15")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(postgres.subprocess, "run", fake_run)
+    monkeypatch.setattr(postgres.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(postgres.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(postgres, "_apt_lists_empty", lambda: True)
+    assert postgres.ensure_server(tmp_path) == tmp_path / "15" / "bin"
+    assert [c[:2] for c in calls] == [["apt-get", "update"], ["apt-get", "install"]]
+    assert calls[1][-1] == "postgresql"
+    calls.clear()
+    assert postgres.ensure_server(tmp_path) == tmp_path / "15" / "bin"
+    assert calls == []  # present: no apt at all
+
+
+def test_ensure_server_without_root_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postgres.os, "geteuid", lambda: 1000)
+    with pytest.raises(RuntimeError, match="apt-get install postgresql"):
+        postgres.ensure_server(tmp_path)
+
+
+def test_bootstrap_sql_is_idempotent_and_quoted() -> None:
+    sql = postgres.bootstrap_sql()
+    assert sql.count("\\gexec") == 2
+    assert "WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user')" in sql
+    assert "WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db')" in sql
+    assert "%I" in sql  # identifiers quoted by format(), never pasted into SQL
+
+
+def test_postgres_probe_down_when_no_server(settings: Settings) -> None:
+    ok, detail = postgres.probe(settings)
+    assert not ok
+    assert str(postgres.socket_path(settings)) in detail

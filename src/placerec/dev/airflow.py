@@ -1,4 +1,8 @@
-"""Airflow 3 ``standalone`` (API server, scheduler, DAG processor, triggerer) on SQLite with LocalExecutor.
+"""Airflow 3 ``standalone`` (API server, scheduler, DAG processor, triggerer) with LocalExecutor.
+
+The metadata DB is the local PostgreSQL of :mod:`placerec.dev.postgres` (unix socket, peer auth, no password):
+on SQLite the scheduler crashes under concurrent writes and the API refuses to create backfills.
+``airflow standalone`` creates/migrates the schema itself on start (``db.initdb()``).
 
 :func:`airflow_env` is the single source of Airflow's configuration: the service, the tests and
 ``make demo`` all run ``airflow`` with exactly this environment (see :func:`airflow_cli`).
@@ -13,6 +17,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from placerec.dev import postgres
 from placerec.dev.httpjson import ProbeError, request_json
 from placerec.dev.process import LaunchSpec
 from placerec.settings import PROJECT_ROOT, Settings, get_settings
@@ -32,7 +37,7 @@ def venv_bin() -> Path:
 
 
 def airflow_home(settings: Settings) -> Path:
-    """AIRFLOW_HOME: airflow.cfg (with generated secrets), the SQLite DB and task logs."""
+    """AIRFLOW_HOME: airflow.cfg (with generated secrets) and task logs (an old SQLite ``airflow.db`` is unused)."""
     return settings.home / "airflow"
 
 
@@ -60,7 +65,9 @@ def airflow_env(settings: Settings | None = None, base: Mapping[str, str] | None
             # no login on a loopback-only dev instance, and no generated admin password to leak
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            # unix socket of the local PostgreSQL, peer auth: no password in the URL or anywhere else
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres.sqlalchemy_url(settings, "psycopg2"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": postgres.sqlalchemy_url(settings, "asyncpg"),
             "AIRFLOW__API__HOST": settings.airflow_host,
             "AIRFLOW__API__PORT": str(settings.airflow_port),
             "AIRFLOW__API__BASE_URL": api,
@@ -96,7 +103,7 @@ def airflow_cli(
 
 
 def install(settings: Settings) -> None:
-    """Airflow comes with the venv; only its home folder is needed (the DB is migrated by standalone)."""
+    """Airflow comes with the venv; only its home folder is needed (standalone migrates the PostgreSQL DB)."""
     if not (venv_bin() / "airflow").is_file():
         raise RuntimeError(f"airflow not found in {venv_bin()}: run `uv sync`")
     home = airflow_home(settings)

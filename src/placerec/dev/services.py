@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from placerec.dev import airflow, embeddings, opensearch
+from placerec.dev import airflow, embeddings, opensearch, postgres
 from placerec.dev.httpjson import port_in_use
 from placerec.dev.process import (
     LaunchSpec,
@@ -57,6 +58,12 @@ class Service:
     start_timeout: float
     """Seconds to wait for the first healthy probe after starting."""
     stop_timeout: float = 30.0
+    stop_signal: signal.Signals = signal.SIGTERM
+    """First signal ``down`` sends (SIGKILL follows after ``stop_timeout``)."""
+    requires: tuple[str, ...] = ()
+    """Services that must be healthy before this one starts (``up`` brings them up too)."""
+    bootstrap: Callable[[Settings], tuple[bool, str]] | None = None
+    """Idempotent setup that needs the started process (e.g. roles); polled until it returns True."""
 
 
 SERVICES: tuple[Service, ...] = (
@@ -64,7 +71,26 @@ SERVICES: tuple[Service, ...] = (
         "opensearch", lambda s: s.opensearch_url, opensearch.install, opensearch.launch_spec, opensearch.probe, 180
     ),
     Service("embeddings", lambda s: s.embeddings_url, embeddings.install, embeddings.launch_spec, embeddings.probe, 60),
-    Service("airflow", lambda s: s.airflow_url, airflow.install, airflow.launch_spec, airflow.probe, 240, 45),
+    Service(
+        "postgres",
+        postgres.url,
+        postgres.install,
+        postgres.launch_spec,
+        postgres.probe,
+        60,
+        stop_signal=signal.SIGINT,  # "fast" shutdown: SIGTERM would wait for every client to disconnect
+        bootstrap=postgres.bootstrap,
+    ),
+    Service(
+        "airflow",
+        lambda s: s.airflow_url,
+        airflow.install,
+        airflow.launch_spec,
+        airflow.probe,
+        240,
+        45,
+        requires=("postgres",),
+    ),
 )
 
 
@@ -72,15 +98,28 @@ class ServiceError(click.ClickException):
     """A service could not be installed, started or made healthy (click prints it without a traceback)."""
 
 
-def select(only: list[str] | None) -> list[Service]:
-    """The services named in ``only`` (all when None/empty), in start order; unknown names are an error."""
+def select(only: list[str] | None, *, closure: str = "requires") -> list[Service]:
+    """The services named in ``only`` (all when None/empty), in start order; unknown names are an error.
+
+    ``closure="requires"`` adds what they need (for ``up``: airflow needs postgres); ``"dependents"`` adds
+    what needs them (for ``down``: stopping postgres takes airflow's database away).
+    """
     if not only:
         return list(SERVICES)
     known = {s.name for s in SERVICES}
     unknown = sorted(set(only) - known)
     if unknown:
         raise ServiceError(f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
-    return [s for s in SERVICES if s.name in only]
+    names = set(only)
+    while True:
+        if closure == "requires":
+            more = {r for s in SERVICES if s.name in names for r in s.requires}
+        else:
+            more = {s.name for s in SERVICES if names & set(s.requires)}
+        if more <= names:
+            break
+        names |= more
+    return [s for s in SERVICES if s.name in names]
 
 
 def pid_file(settings: Settings, name: str) -> Path:
@@ -131,7 +170,7 @@ def _start(settings: Settings, svc: Service) -> PidRecord | None:
         # someone else's instance (not in our pid file): use it, but never manage it
         log.warning("%s: a healthy instance not started by placerec answers at %s; leaving it alone", svc.name, url)
         return None
-    if port_in_use(url):
+    if url.startswith("http") and port_in_use(url):
         raise ServiceError(f"{svc.name}: {url} is taken by a process placerec did not start; stop it first")
     spec = svc.launch(settings)
     logf = log_file(settings, svc.name)
@@ -145,17 +184,26 @@ def _wait_healthy(settings: Settings, svc: Service, rec: PidRecord) -> None:
     """Poll until ``svc`` is healthy; on death or timeout stop it and raise, pointing at its log."""
     deadline = time.monotonic() + svc.start_timeout
     detail = ""
+    bootstrapped = svc.bootstrap is None
     while time.monotonic() < deadline:
-        healthy, detail = svc.probe(settings)
-        if healthy:
-            return
+        if not bootstrapped and svc.bootstrap is not None:
+            try:
+                bootstrapped, detail = svc.bootstrap(settings)
+            except Exception as exc:
+                stop(rec, timeout=svc.stop_timeout, first_signal=svc.stop_signal)
+                pid_file(settings, svc.name).unlink(missing_ok=True)
+                raise ServiceError(f"{svc.name}: {exc}; stopped it. See {rec.log_path}") from exc
+        if bootstrapped:
+            healthy, detail = svc.probe(settings)
+            if healthy:
+                return
         if not is_alive(rec):
             pid_file(settings, svc.name).unlink(missing_ok=True)
             raise ServiceError(
                 f"{svc.name} exited during startup; see {rec.log_path}\n--- last lines ---\n{tail(rec.log_path)}"
             )
-        time.sleep(1)
-    stop(rec, timeout=svc.stop_timeout)
+        time.sleep(0.5 if not bootstrapped else 1)
+    stop(rec, timeout=svc.stop_timeout, first_signal=svc.stop_signal)
     pid_file(settings, svc.name).unlink(missing_ok=True)
     raise ServiceError(
         f"{svc.name} not healthy after {svc.start_timeout:.0f}s (last probe: {detail}); stopped it. "
@@ -182,19 +230,38 @@ def _up(settings: Settings, chosen: list[Service]) -> None:
             svc.install(settings)
         except Exception as exc:
             raise ServiceError(f"installing {svc.name} failed: {exc}") from exc
-    # start everything first, then wait: startups overlap (OpenSearch and Airflow each take ~20-60 s)
-    started = [(svc, _start(settings, svc)) for svc in chosen]
-    for svc, rec in started:
+    # start everything first, then wait: startups overlap (OpenSearch and Airflow each take ~20-60 s);
+    # only a service's requirements are waited for before it starts (Airflow migrates its DB on start)
+    pending: dict[str, tuple[Service, PidRecord]] = {}
+
+    def settle(svc: Service, rec: PidRecord) -> None:
+        t0 = time.monotonic()
+        _wait_healthy(settings, svc, rec)
+        log.info("%s healthy (waited %.1fs)", svc.name, time.monotonic() - t0)
+
+    for svc in chosen:
+        for dep in svc.requires:
+            if dep in pending:
+                settle(*pending.pop(dep))
+            else:
+                dep_svc = next(s for s in SERVICES if s.name == dep)
+                ok, detail = dep_svc.probe(settings)
+                if not ok:
+                    raise ServiceError(f"{svc.name} needs {dep}, which is not healthy: {detail}")
+        rec = _start(settings, svc)
         if rec is not None:
-            t0 = time.monotonic()
-            _wait_healthy(settings, svc, rec)
-            log.info("%s healthy (waited %.1fs)", svc.name, time.monotonic() - t0)
+            pending[svc.name] = (svc, rec)
+    for svc, rec in pending.values():
+        settle(svc, rec)
 
 
 def down(only: list[str] | None = None) -> None:
-    """Stop the selected services that ``up`` started (reverse start order); anything else is untouched."""
+    """Stop the selected services that ``up`` started (reverse start order); anything else is untouched.
+
+    Services that need a selected one are stopped with it (``--only postgres`` also stops airflow).
+    """
     settings = get_settings()
-    chosen = select(only)
+    chosen = select(only, closure="dependents")
     with _lock(settings):
         for svc in reversed(chosen):
             rec = _running(settings, svc)
@@ -202,7 +269,7 @@ def down(only: list[str] | None = None) -> None:
                 log.info("%s is not running (from placerec)", svc.name)
                 continue
             log.info("stopping %s (pid %d)", svc.name, rec.pid)
-            stop(rec, timeout=svc.stop_timeout)
+            stop(rec, timeout=svc.stop_timeout, first_signal=svc.stop_signal)
             pid_file(settings, svc.name).unlink(missing_ok=True)
 
 

@@ -244,7 +244,11 @@ def load_events(spark: SparkSession, unique: DataFrame, files: list[str], start:
     )
     fresh = unique.join(previous.select("event_id"), "event_id", "left_anti").select(cols).localCheckpoint()
     written = fresh.count()
-    retained.unionByName(fresh).writeTo("raw.events").overwrite(_interval_filter("event_ts", start, end))
+    # Rows arrive clustered by day so each task writes one day's file at a time: with many days
+    # (a history import) an open Parquet writer per day would exhaust the heap.
+    out = retained.unionByName(fresh)
+    out = out.repartitionByRange(max(1, out.rdd.getNumPartitions()), "event_ts").sortWithinPartitions("event_ts")
+    out.writeTo("raw.events").overwrite(_interval_filter("event_ts", start, end))
     return written, already
 
 
@@ -370,6 +374,7 @@ def run_ingest(
         q = quarantine_rows(rejected_all, feed, job, start, end).localCheckpoint()
         result.quarantined[feed] = _counts_by_reason(q)
         quarantine_parts.append(q)
+        log.info("%s: %d read, %d written in %.1fs", feed, result.read[feed], result.written[feed], time.monotonic() - began)
     all_q = quarantine_parts[0]
     for q in quarantine_parts[1:]:
         all_q = all_q.unionByName(q)

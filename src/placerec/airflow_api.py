@@ -1,0 +1,128 @@
+"""A small client for the Airflow 3 REST API (``/api/v2``) of the local instance.
+
+Used by ``placerec demo`` and the integration tests to unpause DAGs, start backfills and wait
+for the scheduler to finish them; the same calls a person makes in the UI.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any
+from urllib.parse import urlencode
+
+from placerec.dev.httpjson import ProbeError, request_json
+from placerec.settings import Settings, get_settings
+
+TERMINAL_STATES = frozenset({"success", "failed"})
+
+
+class AirflowError(RuntimeError):
+    """The Airflow API refused a request or a run did not finish as expected."""
+
+
+@dataclass(frozen=True)
+class RunState:
+    run_id: str
+    logical_date: str
+    state: str
+    run_type: str
+
+
+class AirflowApi:
+    """REST calls against ``settings.airflow_url`` (no login: the dev instance runs all-admins)."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.base = (settings or get_settings()).airflow_url + "/api/v2"
+
+    def _call(self, path: str, method: str = "GET", body: Any = None, timeout: float = 30.0) -> Any:
+        try:
+            return request_json(self.base + path, method=method, body=body, timeout=timeout)
+        except ProbeError as exc:
+            raise AirflowError(str(exc)) from exc
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180.0) -> dict[str, Any]:
+        """Wait until the DAG processor has parsed ``dag_id``; fail with its import error if any."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._call(f"/dags/{dag_id}")  # type: ignore[no-any-return]
+            except AirflowError as exc:
+                if "HTTP 404" not in str(exc) or time.monotonic() > deadline:
+                    errors = self._call("/importErrors").get("import_errors", [])
+                    raise AirflowError(f"DAG {dag_id} not available: {exc}; import errors: {errors}") from exc
+            time.sleep(3)
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self._call(f"/dags/{dag_id}", method="PATCH", body={"is_paused": paused})
+
+    def create_backfill(
+        self, dag_id: str, first: date, last: date, *, reprocess: str = "completed", max_active_runs: int = 1,
+        conf: dict[str, Any] | None = None,
+    ) -> int:
+        """Backfill the runs whose logical dates fall in ``[first, last]``; returns the backfill id."""
+        body = {
+            "dag_id": dag_id,
+            "from_date": datetime(first.year, first.month, first.day, tzinfo=timezone.utc).isoformat(),
+            "to_date": datetime(last.year, last.month, last.day, tzinfo=timezone.utc).isoformat(),
+            "reprocess_behavior": reprocess,
+            "max_active_runs": max_active_runs,
+            "dag_run_conf": conf or {},
+        }
+        # On SQLite the API refuses (503) while the scheduler holds the database: retry briefly.
+        for attempt in range(20):
+            try:
+                return int(self._call("/backfills", method="POST", body=body)["id"])
+            except AirflowError as exc:
+                if "HTTP 503" not in str(exc) or attempt == 19:
+                    raise
+                time.sleep(3)
+        raise AssertionError("unreachable")
+
+    def backfill(self, backfill_id: int) -> dict[str, Any]:
+        return self._call(f"/backfills/{backfill_id}")  # type: ignore[no-any-return]
+
+    def active_backfills(self, dag_id: str) -> list[dict[str, Any]]:
+        found = self._call("/backfills?" + urlencode({"dag_id": dag_id, "limit": 100}))
+        return [b for b in found.get("backfills", []) if not b.get("completed_at")]
+
+    def runs(self, dag_id: str, first: date, last: date) -> list[RunState]:
+        """DAG runs whose logical date is in ``[first, last]`` (inclusive days)."""
+        query = urlencode(
+            {
+                "logical_date_gte": f"{first.isoformat()}T00:00:00Z",
+                "logical_date_lte": f"{last.isoformat()}T23:59:59Z",
+                "limit": 1000,
+                "order_by": "logical_date",
+            }
+        )
+        found = self._call(f"/dags/{dag_id}/dagRuns?{query}")
+        return [
+            RunState(r["dag_run_id"], r["logical_date"], r["state"], r["run_type"]) for r in found["dag_runs"]
+        ]
+
+    def wait_backfill(self, backfill_id: int, dag_id: str, first: date, last: date, timeout: float = 3600.0,
+                      progress: Any = None) -> list[RunState]:
+        """Wait until the backfill completes; return its runs. Raises if any run failed."""
+        deadline = time.monotonic() + timeout
+        last_report = ""
+        while True:
+            info = self.backfill(backfill_id)
+            runs = self.runs(dag_id, first, last)
+            report = ", ".join(f"{r.logical_date[:10]}={r.state}" for r in runs)
+            if progress and report != last_report:
+                progress(report)
+                last_report = report
+            if info.get("completed_at") and all(r.state in TERMINAL_STATES for r in runs):
+                break
+            if time.monotonic() > deadline:
+                raise AirflowError(f"backfill {backfill_id} not finished after {timeout:.0f}s: {report}")
+            time.sleep(5)
+        failed = [r for r in runs if r.state != "success"]
+        if failed:
+            raise AirflowError(f"backfill {backfill_id}: runs not successful: {failed}")
+        return runs
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self._call(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]  # type: ignore[no-any-return]
