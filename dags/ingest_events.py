@@ -20,13 +20,13 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Param
 
-from placerec.orchestration import DEFAULT_ARGS, USER_DEFINED_MACROS, spark_job, table_asset
+from placerec.orchestration import DAILY, DEFAULT_ARGS, USER_DEFINED_MACROS, spark_job, table_asset
 
 with DAG(
     dag_id="ingest_events",
     description="Landing files of one day → raw.events / raw.reviews / raw.places (+ quarantine)",
     doc_md=__doc__,
-    schedule="@daily",
+    schedule=DAILY,
     start_date=pendulum.datetime(2026, 10, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -124,5 +124,14 @@ class AirflowApi:
             raise AirflowError(f"backfill {backfill_id}: runs not successful: {failed}")
         return runs
 
+    def asset_events(self, uri: str) -> list[dict[str, Any]]:
+        """Events of the Asset with ``uri`` (newest last), e.g. emitted by a task's outlets."""
+        assets = self._call("/assets?" + urlencode({"uri_pattern": uri, "limit": 100}))["assets"]
+        ids = [a["id"] for a in assets if a["uri"] == uri]
+        if not ids:
+            return []
+        found = self._call("/assets/events?" + urlencode({"asset_id": ids[0], "limit": 1000}))
+        return found["asset_events"]  # type: ignore[no-any-return]
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         return self._call(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]  # type: ignore[no-any-return]

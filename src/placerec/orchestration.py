@@ -11,6 +11,7 @@ from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 from placerec.settings import PROJECT_ROOT
 
@@ -24,6 +25,10 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_exponential_backoff": True,
     "execution_timeout": timedelta(hours=2),
 }
+
+# Airflow 3's "@daily" is a trigger timetable whose runs have empty data intervals; our tasks own
+# a day each, so schedules are interval timetables: the run for day D covers [D, D+1) UTC.
+DAILY = CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
 
 # Where a spark-submit task picks up the library's job scripts.
 JOBS_DIR = PROJECT_ROOT / "jobs"

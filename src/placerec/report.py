@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
 from placerec.catalog import get_catalog
+from placerec.settings import Settings
 from placerec.tables import load_table
 
 
@@ -23,9 +24,11 @@ def _ts(d: date) -> str:
     return datetime.combine(d, time(0), tzinfo=timezone.utc).isoformat()
 
 
-def ingestion_by_day(first: date, last: date, job: str = "ingest_events") -> list[DayCounts]:
+def ingestion_by_day(
+    first: date, last: date, job: str = "ingest_events", settings: Settings | None = None
+) -> list[DayCounts]:
     """Events in ``raw.events`` and quarantined records by reason, for each day in ``[first, last]``."""
-    catalog = get_catalog()
+    catalog = get_catalog(settings)
     days = {first + timedelta(n): DayCounts(first + timedelta(n)) for n in range((last - first).days + 1)}
     lo, hi = _ts(first), _ts(last + timedelta(days=1))
     events = load_table(catalog, "raw.events").scan(

@@ -95,3 +95,12 @@ def test_dag_files_do_no_io_at_parse_time(path: Path, monkeypatch: pytest.Monkey
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert touched == [], f"{path.name}: reads {touched} at parse time"
+
+
+def test_scheduled_runs_own_a_non_empty_interval(dagbag) -> None:  # type: ignore[no-untyped-def]
+    """Tasks read and overwrite their data interval: a zero-length interval would ingest nothing."""
+    import pendulum
+
+    for dag_id, dag in dagbag.dags.items():
+        interval = dag.timetable.infer_manual_data_interval(run_after=pendulum.datetime(2026, 11, 2, tz="UTC"))
+        assert interval.start < interval.end, f"{dag_id}: empty data interval {interval}"
