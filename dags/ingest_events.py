@@ -45,10 +45,14 @@ with DAG(
         task_id="ingest_landing_files",
         job="ingest_events",
         args=[
-            "--start", "{{ data_interval_start.isoformat() }}",
-            "--end", "{{ data_interval_end.isoformat() }}",
-            "--run-id", "{{ run_id }}",
-            "--landing", "{{ params.landing }}",
+            "--start",
+            "{{ data_interval_start.isoformat() }}",
+            "--end",
+            "{{ data_interval_end.isoformat() }}",
+            "--run-id",
+            "{{ run_id }}",
+            "--landing",
+            "{{ params.landing }}",
         ],
         outlets=[
             table_asset("raw.events"),

@@ -58,7 +58,13 @@ class AirflowApi:
         self._call(f"/dags/{dag_id}", method="PATCH", body={"is_paused": paused})
 
     def create_backfill(
-        self, dag_id: str, first: date, last: date, *, reprocess: str = "completed", max_active_runs: int = 1,
+        self,
+        dag_id: str,
+        first: date,
+        last: date,
+        *,
+        reprocess: str = "completed",
+        max_active_runs: int = 1,
         conf: dict[str, Any] | None = None,
     ) -> int:
         """Backfill the runs whose logical dates fall in ``[first, last]``; returns the backfill id."""
@@ -98,12 +104,11 @@ class AirflowApi:
             }
         )
         found = self._call(f"/dags/{dag_id}/dagRuns?{query}")
-        return [
-            RunState(r["dag_run_id"], r["logical_date"], r["state"], r["run_type"]) for r in found["dag_runs"]
-        ]
+        return [RunState(r["dag_run_id"], r["logical_date"], r["state"], r["run_type"]) for r in found["dag_runs"]]
 
-    def wait_backfill(self, backfill_id: int, dag_id: str, first: date, last: date, timeout: float = 3600.0,
-                      progress: Any = None) -> list[RunState]:
+    def wait_backfill(
+        self, backfill_id: int, dag_id: str, first: date, last: date, timeout: float = 3600.0, progress: Any = None
+    ) -> list[RunState]:
         """Wait until the backfill completes; return its runs. Raises if any run failed."""
         deadline = time.monotonic() + timeout
         last_report = ""

@@ -112,14 +112,22 @@ def create_tables() -> None:
 @click.option("--events", default=200_000, show_default=True, help="Total events over all days.")
 @click.option("--malformed-rate", default=0.01, show_default=True)
 @click.option("--out", default="", help="Landing root (default: the configured landing folder).")
-def demo_data(days: int, seed: int, start: str, places: int, users: int, events: int, malformed_rate: float, out: str) -> None:
+def demo_data(
+    days: int, seed: int, start: str, places: int, users: int, events: int, malformed_rate: float, out: str
+) -> None:
     """Write seeded, realistic Korean place data as landing files, one folder per day and feed."""
     from placerec.demo import generate
     from placerec.settings import get_settings
 
     root = Path(out) if out else get_settings().landing_path
     manifest = generate(
-        root, date.fromisoformat(start), days, seed, places=places, users=users, events=events,
+        root,
+        date.fromisoformat(start),
+        days,
+        seed,
+        places=places,
+        users=users,
+        events=events,
         malformed_rate=malformed_rate,
     )
     click.echo(f"wrote {root}")
@@ -153,7 +161,9 @@ def import_nsmc(path: Path, limit: int | None, out: str) -> None:
     click.echo(f"mapped {path} -> {root}: {json.dumps({k: v for k, v in counts.items() if k != 'seconds'})}")
     spark = get_spark("import_nsmc", settings)
     try:
-        result = run_ingest(spark, root, _utc(NSMC_FIRST), _utc(NSMC_END), run_id=f"import-nsmc:{path.name}", job="import_nsmc")
+        result = run_ingest(
+            spark, root, _utc(NSMC_FIRST), _utc(NSMC_END), run_id=f"import-nsmc:{path.name}", job="import_nsmc"
+        )
     finally:
         spark.stop()
     click.echo(json.dumps(result.as_dict(), ensure_ascii=False, sort_keys=True))

@@ -56,7 +56,9 @@ def _settings() -> Any:
 USER_DEFINED_MACROS = {"placerec_spark_jars": _spark_jars, "placerec_settings": _settings}
 
 
-def spark_job(task_id: str, job: str, args: list[str], outlets: list[Asset] | None = None, **kwargs: Any) -> SparkSubmitOperator:
+def spark_job(
+    task_id: str, job: str, args: list[str], outlets: list[Asset] | None = None, **kwargs: Any
+) -> SparkSubmitOperator:
     """A spark-submit task running ``jobs/<job>.py`` with ``args`` through the ``spark_default`` connection."""
     return SparkSubmitOperator(
         task_id=task_id,

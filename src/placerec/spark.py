@@ -51,9 +51,8 @@ def get_spark(app_name: str, settings: Settings | None = None, jars: list[Path] 
     """
     from pyspark.sql import SparkSession
 
-    from placerec.dev.artifacts import spark_jars
-
     from placerec.catalog import get_catalog
+    from placerec.dev.artifacts import spark_jars
 
     settings = settings or get_settings()
     get_catalog(settings)  # creates the catalog's own tables if this is a new catalog

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from placerec.settings import get_settings
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "integration: needs the local services from `placerec dev up`")
+from ..conftest import SERVICE_HOME
+
+
+@pytest.fixture(autouse=True)
+def service_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Point settings at the running services' state, whatever library tests did to the environment."""
+    monkeypatch.setenv("PLACEREC_HOME", str(SERVICE_HOME))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()

@@ -27,6 +27,7 @@ FIRST, DAYS = date(2026, 10, 10), 2
 LAST = FIRST + timedelta(days=DAYS - 1)
 LO = datetime(2026, 10, 10, tzinfo=timezone.utc)
 HI = LO + timedelta(days=DAYS)
+OWNED = f"job = 'ingest_events' and interval_start >= '{LO.isoformat()}' and interval_start < '{HI.isoformat()}'"
 
 
 @pytest.fixture(scope="module")
@@ -62,18 +63,35 @@ def run_backfill(api: AirflowApi, root: Path) -> None:
 def table_state(settings: Settings) -> dict[str, Any]:
     catalog = get_catalog(settings)
     window = f"event_ts >= '{LO.isoformat()}' and event_ts < '{HI.isoformat()}'"
-    events = catalog.load_table("raw.events").scan(row_filter=window, selected_fields=("event_id", "event_ts")).to_arrow()
+    events = (
+        catalog.load_table("raw.events").scan(row_filter=window, selected_fields=("event_id", "event_ts")).to_arrow()
+    )
     ids = events.column("event_id").to_pylist()
-    reviews = catalog.load_table("raw.reviews").scan(
-        row_filter=f"review_ts >= '{LO.isoformat()}' and review_ts < '{HI.isoformat()}'", selected_fields=("review_id",)
-    ).to_arrow()
-    quarantine = catalog.load_table("raw.quarantine").scan(
-        row_filter=f"job = 'ingest_events' and interval_start >= '{LO.isoformat()}' and interval_start < '{HI.isoformat()}'",
-        selected_fields=("feed", "source_file", "source_line", "reason"),
-    ).to_arrow().to_pylist()
-    metrics = catalog.load_table("ops.task_metrics").scan(
-        row_filter=f"job = 'ingest_events' and interval_start >= '{LO.isoformat()}' and interval_start < '{HI.isoformat()}'",
-    ).to_arrow().to_pylist()
+    reviews = (
+        catalog.load_table("raw.reviews")
+        .scan(
+            row_filter=f"review_ts >= '{LO.isoformat()}' and review_ts < '{HI.isoformat()}'",
+            selected_fields=("review_id",),
+        )
+        .to_arrow()
+    )
+    quarantine = (
+        catalog.load_table("raw.quarantine")
+        .scan(
+            row_filter=OWNED,
+            selected_fields=("feed", "source_file", "source_line", "reason"),
+        )
+        .to_arrow()
+        .to_pylist()
+    )
+    metrics = (
+        catalog.load_table("ops.task_metrics")
+        .scan(
+            row_filter=OWNED,
+        )
+        .to_arrow()
+        .to_pylist()
+    )
     per_day = Counter(ts.astimezone(timezone.utc).date().isoformat() for ts in events.column("event_ts").to_pylist())
     return {
         "event_ids": sorted(ids),
@@ -99,13 +117,20 @@ def test_backfill_ingests_every_valid_record(first_run: dict[str, Any], landing)
 
 
 def test_every_malformed_record_is_quarantined_with_its_reason(first_run: dict[str, Any], landing) -> None:  # type: ignore[no-untyped-def]
-    _, manifest, malformed = landing
+    malformed = landing[2]
     expected = sorted((m["file"], m["line"], m["reason"]) for m in malformed)
     assert first_run["quarantine"] == expected
     kinds = {m["reason"] for m in malformed}
     assert kinds >= {
-        "invalid_json", "missing_field", "invalid_type", "unknown_event_type", "invalid_timestamp",
-        "out_of_interval", "duplicate_id", "invalid_value", "oversized_text",
+        "invalid_json",
+        "missing_field",
+        "invalid_type",
+        "unknown_event_type",
+        "invalid_timestamp",
+        "out_of_interval",
+        "duplicate_id",
+        "invalid_value",
+        "oversized_text",
     }
 
 
@@ -119,7 +144,9 @@ def test_task_metrics_account_for_every_line(first_run: dict[str, Any], landing)
         assert m["run_id"].startswith("backfill__") and m["seconds"] > 0
 
 
-def test_rerun_gives_identical_rows(first_run: dict[str, Any], api: AirflowApi, landing, service_settings: Settings) -> None:  # type: ignore[no-untyped-def]
+def test_rerun_gives_identical_rows(
+    first_run: dict[str, Any], api: AirflowApi, landing, service_settings: Settings
+) -> None:  # type: ignore[no-untyped-def]
     run_backfill(api, landing[0])
     second = table_state(service_settings)
     for day in (FIRST, LAST):  # the rerun really ran: its metrics are newer

@@ -36,7 +36,10 @@ def run_import(home: Path) -> str:
     env = {**os.environ, "PLACEREC_HOME": str(home)}
     done = subprocess.run(
         [sys.executable, "-m", "placerec.cli", "import-nsmc", str(TSV), "--limit", str(LIMIT)],
-        env=env, capture_output=True, text=True, timeout=900,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout

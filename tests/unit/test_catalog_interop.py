@@ -45,10 +45,17 @@ def test_pyiceberg_writes_spark_reads(spark) -> None:  # type: ignore[no-untyped
     batch = pa.Table.from_pylist(
         [
             {
-                "place_id": "py-1", "name": "망원 베이커리", "category": "베이커리", "district": "망원동",
-                "lat": 37.556, "lon": 126.91, "address": None,
+                "place_id": "py-1",
+                "name": "망원 베이커리",
+                "category": "베이커리",
+                "district": "망원동",
+                "lat": 37.556,
+                "lon": 126.91,
+                "address": None,
                 "updated_ts": datetime(2026, 11, 1, 3, tzinfo=timezone.utc),
-                "source": "test", "source_file": None, "source_line": None,
+                "source": "test",
+                "source_file": None,
+                "source_line": None,
             }
         ],
         schema=arrow_schema,

@@ -71,9 +71,22 @@ def test_dedupe_keeps_first_by_file_and_line(spark) -> None:  # type: ignore[no-
 
 def test_run_ingest_is_idempotent_and_loses_nothing(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     land = tmp_path / "landing"
-    write(land, "events", "2026-11-01", "events-0000.jsonl", [ev("a1"), ev("a2"), ev("a1"), '{"broken', ev("a3", event_type="buy")])
+    write(
+        land,
+        "events",
+        "2026-11-01",
+        "events-0000.jsonl",
+        [ev("a1"), ev("a2"), ev("a1"), '{"broken', ev("a3", event_type="buy")],
+    )
     write(land, "events", "2026-11-01", "events-0001.jsonl", [ev("a4", ts="2026-10-30T10:00:00+09:00"), ev("a5")])
-    review = {"review_id": "r1", "place_id": "p1", "user_id": "u1", "rating": 5, "text": "맛있어요", "ts": "2026-11-01T12:00:00+09:00"}
+    review = {
+        "review_id": "r1",
+        "place_id": "p1",
+        "user_id": "u1",
+        "rating": 5,
+        "text": "맛있어요",
+        "ts": "2026-11-01T12:00:00+09:00",
+    }
     write(land, "reviews", "2026-11-01", "reviews-0000.jsonl", [json.dumps(review, ensure_ascii=False)])
     place = {"place_id": "p1", "name": "카페", "updated_ts": "2026-11-01T00:00:00+00:00"}
     write(land, "places", "2026-11-01", "places-0000.jsonl", [json.dumps(place, ensure_ascii=False)])
@@ -82,13 +95,18 @@ def test_run_ingest_is_idempotent_and_loses_nothing(spark, tmp_path: Path) -> No
     assert first.read == {"events": 7, "reviews": 1, "places": 1}
     assert first.written == {"events": 3, "reviews": 1, "places": 1}
     assert first.quarantined["events"] == {
-        "duplicate_id": 1, "invalid_json": 1, "unknown_event_type": 1, "out_of_interval": 1,
+        "duplicate_id": 1,
+        "invalid_json": 1,
+        "unknown_event_type": 1,
+        "out_of_interval": 1,
     }
     # every line is accounted for: written or quarantined, once
     assert first.rows_written + first.rows_quarantined == first.rows_read
 
     def snapshot() -> tuple:  # type: ignore[type-arg]
-        ev_ids = sorted(r["event_id"] for r in rows(spark, "raw.events", "event_ts >= '2026-11-01' AND event_ts < '2026-11-02'"))
+        ev_ids = sorted(
+            r["event_id"] for r in rows(spark, "raw.events", "event_ts >= '2026-11-01' AND event_ts < '2026-11-02'")
+        )
         q = sorted(
             (r["source_file"], r["source_line"], r["reason"])
             for r in rows(spark, "raw.quarantine", "job = 'ingest_events' AND interval_start = '2026-11-01'")

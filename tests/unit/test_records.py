@@ -14,12 +14,23 @@ pytestmark = pytest.mark.unit
 START = datetime(2026, 11, 1, tzinfo=timezone.utc)
 END = datetime(2026, 11, 2, tzinfo=timezone.utc)
 EVENT = {
-    "event_id": "e1", "event_type": "click", "ts": "2026-11-01T10:00:00+09:00", "user_id": "u1",
-    "session_id": "s1", "place_id": "p1", "device": "ios", "source": "demo",
+    "event_id": "e1",
+    "event_type": "click",
+    "ts": "2026-11-01T10:00:00+09:00",
+    "user_id": "u1",
+    "session_id": "s1",
+    "place_id": "p1",
+    "device": "ios",
+    "source": "demo",
 }
 REVIEW = {
-    "review_id": "r1", "place_id": "p1", "user_id": "u1", "rating": 4, "text": "분위기가 좋아요",
-    "ts": "2026-11-01T12:00:00+09:00", "source": "demo",
+    "review_id": "r1",
+    "place_id": "p1",
+    "user_id": "u1",
+    "rating": 4,
+    "text": "분위기가 좋아요",
+    "ts": "2026-11-01T12:00:00+09:00",
+    "source": "demo",
 }
 PLACE = {"place_id": "p1", "name": "성수 카페", "category": "카페", "lat": 37.54, "lon": 127.05, "source": "demo"}
 

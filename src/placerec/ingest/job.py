@@ -129,8 +129,13 @@ def _feed_schema(feed: str) -> StructType:
     )
 
     types = {
-        "event_ts": TimestampType(), "review_ts": TimestampType(), "updated_ts": TimestampType(),
-        "rating": IntegerType(), "position": IntegerType(), "lat": DoubleType(), "lon": DoubleType(),
+        "event_ts": TimestampType(),
+        "review_ts": TimestampType(),
+        "updated_ts": TimestampType(),
+        "rating": IntegerType(),
+        "position": IntegerType(),
+        "lat": DoubleType(),
+        "lon": DoubleType(),
     }
     cols = [StructField(c, types.get(c, StringType())) for c in COLUMNS[feed]]
     return StructType(
@@ -154,8 +159,13 @@ def parse(lines: DataFrame, feed: str, start: datetime, end: datetime) -> DataFr
         verdict = validate_line(feed, row.value, start, end)
         values = verdict.values if verdict.values is not None else (None,) * width
         return (
-            row.source_file, row.source_line, *values, verdict.reason, verdict.detail,
-            row.value[:QUARANTINE_RECORD_CHARS], len(row.value.encode("utf-8", "replace")),
+            row.source_file,
+            row.source_line,
+            *values,
+            verdict.reason,
+            verdict.detail,
+            row.value[:QUARANTINE_RECORD_CHARS],
+            len(row.value.encode("utf-8", "replace")),
         )
 
     return lines.sparkSession.createDataFrame(lines.rdd.map(check), _feed_schema(feed))
@@ -224,7 +234,9 @@ def _interval_filter(column: str, start: datetime, end: datetime) -> Any:
     return (F.col(column) >= F.lit(start).cast("timestamp")) & (F.col(column) < F.lit(end).cast("timestamp"))
 
 
-def load_events(spark: SparkSession, unique: DataFrame, files: list[str], start: datetime, end: datetime) -> tuple[int, DataFrame]:
+def load_events(
+    spark: SparkSession, unique: DataFrame, files: list[str], start: datetime, end: datetime
+) -> tuple[int, DataFrame]:
     """Overwrite the interval of ``raw.events``; rows already there from other files are kept.
 
     Returns (rows written from this batch, rows rejected as already ingested from another file).
@@ -235,11 +247,15 @@ def load_events(spark: SparkSession, unique: DataFrame, files: list[str], start:
     existing = spark.table("raw.events").where(_interval_filter("event_ts", start, end))
     retained = existing.where(~F.col("source_file").isin(files)) if files else existing
     retained = retained.select(cols).localCheckpoint()
-    previous = retained.select("event_id", F.col("source_file").alias("_prev_file"), F.col("source_line").alias("_prev_line"))
+    previous = retained.select(
+        "event_id", F.col("source_file").alias("_prev_file"), F.col("source_line").alias("_prev_line")
+    )
     already = (
         unique.join(previous, "event_id", "inner")
         .withColumn("reason", F.lit("duplicate_id"))
-        .withColumn("detail", F.format_string("event_id %s already ingested from %s:%d", "event_id", "_prev_file", "_prev_line"))
+        .withColumn(
+            "detail", F.format_string("event_id %s already ingested from %s:%d", "event_id", "_prev_file", "_prev_line")
+        )
         .drop("_prev_file", "_prev_line")
     )
     fresh = unique.join(previous.select("event_id"), "event_id", "left_anti").select(cols).localCheckpoint()
@@ -252,7 +268,9 @@ def load_events(spark: SparkSession, unique: DataFrame, files: list[str], start:
     return written, already
 
 
-def merge_by_key(spark: SparkSession, table: str, key: str, incoming: DataFrame, newer: str | None = None) -> dict[str, int]:
+def merge_by_key(
+    spark: SparkSession, table: str, key: str, incoming: DataFrame, newer: str | None = None
+) -> dict[str, int]:
     """MERGE ``incoming`` into ``table`` by ``key``: insert new keys, update keys whose content changed.
 
     With ``newer`` (a timestamp column), an update also needs the incoming row to be at least as new.
@@ -374,7 +392,9 @@ def run_ingest(
         q = quarantine_rows(rejected_all, feed, job, start, end).localCheckpoint()
         result.quarantined[feed] = _counts_by_reason(q)
         quarantine_parts.append(q)
-        log.info("%s: %d read, %d written in %.1fs", feed, result.read[feed], result.written[feed], time.monotonic() - began)
+        log.info(
+            "%s: %d read, %d written in %.1fs", feed, result.read[feed], result.written[feed], time.monotonic() - began
+        )
     all_q = quarantine_parts[0]
     for q in quarantine_parts[1:]:
         all_q = all_q.unionByName(q)

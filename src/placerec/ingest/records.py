@@ -27,8 +27,18 @@ RATING_RANGE = {"nsmc": (1, 10)}
 DEFAULT_RATING_RANGE = (1, 5)
 
 EVENT_COLUMNS = (
-    "event_id", "event_type", "event_ts", "user_id", "session_id", "place_id", "query", "review_id",
-    "rating", "position", "device", "source",
+    "event_id",
+    "event_type",
+    "event_ts",
+    "user_id",
+    "session_id",
+    "place_id",
+    "query",
+    "review_id",
+    "rating",
+    "position",
+    "device",
+    "source",
 )
 REVIEW_COLUMNS = ("review_id", "place_id", "user_id", "rating", "text", "review_ts", "content_hash", "source")
 PLACE_COLUMNS = ("place_id", "name", "category", "district", "lat", "lon", "address", "updated_ts", "source")
