@@ -15,7 +15,7 @@ setup: ## install uv (pinned) and the locked Python deps into .venv
 	@command -v uv >/dev/null 2>&1 || [ -x "$(HOME)/.local/bin/uv" ] || python3 -m pip install --quiet --user "uv==$(UV_VERSION)"
 	$(UV) sync --frozen
 
-up: setup ## start OpenSearch (k-NN), the embeddings endpoint and Airflow on 127.0.0.1
+up: setup ## start OpenSearch (k-NN), the embeddings endpoint, PostgreSQL and Airflow (127.0.0.1)
 	$(RUN) placerec dev up
 
 down: ## stop what `make up` started

@@ -29,7 +29,6 @@ from typing import Any
 
 from placerec.demo import vocab as V
 from placerec.demo.landing import (
-    FEEDS,
     MAX_LINES_PER_FILE,
     TRUTH_DIR,
     clear_day,
@@ -41,6 +40,7 @@ from placerec.demo.landing import (
     write_jsonl,
     write_lines,
 )
+from placerec.ingest.records import FEEDS
 
 log = logging.getLogger(__name__)
 

@@ -12,21 +12,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-FEEDS: tuple[str, ...] = ("events", "reviews", "places")
 MAX_LINES_PER_FILE = 20_000
 TRUTH_DIR = "_truth"
-
-REASONS: tuple[str, ...] = (
-    "invalid_json",
-    "missing_field",
-    "invalid_type",
-    "unknown_event_type",
-    "invalid_timestamp",
-    "out_of_interval",
-    "duplicate_id",
-    "invalid_value",
-    "oversized_text",
-)
 
 
 def dumps(obj: Any) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from placerec.dev import process
 from placerec.dev.artifacts import MavenArtifact, fetch
 from placerec.dev.httpjson import ProbeError, request_json
 from placerec.dev.process import LaunchSpec
@@ -242,29 +243,8 @@ def _assemble(settings: Settings, dest: Path) -> None:
 
 
 def ensure_user() -> str | None:
-    """The user to run the node as: a dedicated system user when we are root, else None (ourselves)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam(SERVICE_USER)
-    except KeyError:
-        log.info("creating system user %s", SERVICE_USER)
-        subprocess.run(
-            [
-                "useradd",
-                "--system",
-                "--user-group",
-                "--no-create-home",
-                "--home-dir",
-                "/nonexistent",
-                "--shell",
-                "/usr/sbin/nologin",
-                SERVICE_USER,
-            ],
-            check=True,
-            capture_output=True,
-        )
-    return SERVICE_USER
+    """The OS user to run the server as (see :func:`process.ensure_system_user`)."""
+    return process.ensure_system_user(SERVICE_USER)
 
 
 def _check_traversable(path: Path) -> None:

@@ -19,6 +19,7 @@ import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
+from placerec.dev import process
 from placerec.dev.process import LaunchSpec
 from placerec.settings import Settings
 
@@ -201,29 +202,8 @@ def bootstrap_sql() -> str:
 
 
 def ensure_user() -> str | None:
-    """The OS user to run the server as: ``postgres`` when we are root (created if missing), else None."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam(SERVICE_USER)
-    except KeyError:
-        log.info("creating system user %s", SERVICE_USER)
-        subprocess.run(
-            [
-                "useradd",
-                "--system",
-                "--user-group",
-                "--no-create-home",
-                "--home-dir",
-                "/nonexistent",
-                "--shell",
-                "/usr/sbin/nologin",
-                SERVICE_USER,
-            ],
-            check=True,
-            capture_output=True,
-        )
-    return SERVICE_USER
+    """The OS user to run the server as (see :func:`process.ensure_system_user`)."""
+    return process.ensure_system_user(SERVICE_USER)
 
 
 def superuser() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
 import signal
 import subprocess
 import time
@@ -239,3 +240,33 @@ class LaunchSpec:
     env: Mapping[str, str]
     cwd: Path
     user: str | None = None
+
+
+def ensure_system_user(name: str) -> str | None:
+    """The OS user a service runs as: ``name`` (created as a system user if missing) when we are root.
+
+    Servers such as OpenSearch and PostgreSQL refuse to run as root; as any other user we run them
+    as ourselves and return None.
+    """
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        log.info("creating system user %s", name)
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return name
