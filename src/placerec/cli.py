@@ -28,7 +28,7 @@ def dev() -> None:
 
 
 @dev.command("up")
-@click.option("--only", multiple=True, help="Start only these services (opensearch, embeddings, airflow).")
+@click.option("--only", multiple=True, help="Start only these services (opensearch, embeddings, postgres, airflow).")
 def dev_up(only: tuple[str, ...]) -> None:
     """Install (once) and start the local services; idempotent, waits until healthy."""
     from placerec.dev import services
@@ -56,6 +56,21 @@ def dev_status() -> None:
     _print_status(rows)
     if not all(r.healthy for r in rows):
         sys.exit(1)
+
+
+@main.command(
+    "airflow", context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def airflow_command(args: tuple[str, ...]) -> None:
+    """Run the `airflow` CLI against the local instance (same AIRFLOW_HOME, database and connections).
+
+    Example: placerec airflow backfill create --dag-id ingest_events --from-date 2026-11-01 --to-date 2026-11-07
+    """
+    from placerec.dev.airflow import airflow_cli
+
+    done = airflow_cli(list(args), check=False, capture_output=False)
+    sys.exit(done.returncode)
 
 
 def _print_status(rows: list) -> None:  # type: ignore[type-arg]

@@ -150,3 +150,20 @@ def test_rerun_gives_identical_rows(
 def test_asset_events_emitted(first_run: dict[str, Any], api: AirflowApi) -> None:
     events = api.asset_events("iceberg://placerec/raw/events")
     assert any(e.get("source_dag_id") == "ingest_events" for e in events)
+
+
+def test_placerec_airflow_runs_the_cli_against_the_local_instance() -> None:
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "placerec.cli", "airflow", "dags", "list", "-o", "json"],
+        env={**os.environ, "PLACEREC_HOME": str(SERVICE_HOME)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    listed = json.loads(done.stdout[done.stdout.index("[{") :])  # Airflow prints warnings first
+    assert {"dag_id": "ingest_events"}.items() <= next(d for d in listed if d["dag_id"] == "ingest_events").items()
