@@ -3,8 +3,8 @@
 # report plainly rather than a silent green.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-UV="$(command -v uv || echo "$HOME/.local/bin/uv")"
-"$UV" run --frozen pytest "$@"
+if command -v uv >/dev/null 2>&1; then UV=(uv); else UV=(python3 -m uv); fi
+"${UV[@]}" run --frozen pytest "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests for: $*" >&2
