@@ -51,6 +51,20 @@ class Settings:
     embeddings_port: int = 8089
     embeddings_model: str = "multilingual-e5-small"
 
+    llm_base_url: str = "https://api.openai.com/v1"
+    """Any OpenAI-compatible endpoint (OpenAI, HyperCLOVA X, vLLM, Ollama): the ``/v1`` base URL."""
+    llm_api_key: str = field(default="", repr=False)
+    """Secret: kept out of ``repr`` so logging the settings never shows it. Empty means no key."""
+    llm_model: str = "gpt-4o-mini"
+    llm_rpm: int = 500
+    """Requests per minute this process may send to the LLM endpoint."""
+    llm_tpm: int = 200_000
+    """Tokens per minute (prompt plus completion) this process may spend at the LLM endpoint."""
+    llm_timeout_s: float = 60.0
+    llm_max_retries: int = 5
+    llm_concurrency: int = 8
+    """Requests in flight at once from one extractor (threads)."""
+
     airflow_host: str = "127.0.0.1"
     airflow_port: int = 8080
 
@@ -101,6 +115,8 @@ class Settings:
 def _coerce(kind: object, raw: str) -> object:
     if kind in (int, "int"):
         return int(raw)
+    if kind in (float, "float"):
+        return float(raw)
     if kind in (Path, "Path"):
         return Path(raw).expanduser().resolve()
     return raw
