@@ -28,7 +28,7 @@ status: ## show each service, its URL and health
 demo: up ## 7 days of demo data ingested by an Airflow backfill, then per-day counts
 	$(RUN) placerec demo --days 7 --seed 42
 
-test: up ## every test tier against the real services (unit, dags, integration)
+test: lint up ## lint, then every test tier against the real services (unit, dags, integration)
 	bash scripts/pytest.sh $(PYTEST_ARGS)
 
 test-unit: setup ## fast tests, no services
