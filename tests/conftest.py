@@ -19,8 +19,8 @@ SERVICE_HOME = Path(os.environ.get("PLACEREC_HOME", PROJECT_ROOT / ".local")).re
 def unit_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A private PLACEREC_HOME (catalog, warehouse) sharing the real download cache."""
     home = tmp_path_factory.mktemp("placerec-home")
-    (home / "cache").symlink_to(SERVICE_HOME / "cache", target_is_directory=True)
     (SERVICE_HOME / "cache").mkdir(parents=True, exist_ok=True)
+    (home / "cache").symlink_to(SERVICE_HOME / "cache", target_is_directory=True)
     old = os.environ.get("PLACEREC_HOME")
     os.environ["PLACEREC_HOME"] = str(home)
     get_settings.cache_clear()

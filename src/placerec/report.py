@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
@@ -87,11 +87,3 @@ def format_ingestion(rows: list[DayCounts]) -> str:
         f"{sum(d.reviews for d in rows):>7} {sum(d.places for d in rows):>6} {sum(total_q.values()):>8}"
     )
     return "\n".join(out)
-
-
-def reasons_total(rows: list[DayCounts]) -> dict[str, int]:
-    merged: defaultdict[str, int] = defaultdict(int)
-    for d in rows:
-        for reason, n in d.quarantined.items():
-            merged[reason] += n
-    return dict(merged)

@@ -73,8 +73,6 @@ class Settings:
     sqlite_jdbc_version: str = "3.50.3.0"
     maven_repo: str = "https://repo1.maven.org/maven2"
 
-    extra: dict[str, str] = field(default_factory=dict)
-
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
@@ -127,8 +125,6 @@ def get_settings() -> Settings:
     """Settings from the environment (cached; call ``get_settings.cache_clear()`` after changing env)."""
     values: dict[str, object] = {}
     for f in fields(Settings):
-        if f.name == "extra":
-            continue
         raw = os.environ.get(f"PLACEREC_{f.name.upper()}")
         if raw is not None and raw != "":
             values[f.name] = _coerce(f.type, raw)
