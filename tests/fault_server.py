@@ -13,6 +13,9 @@ client's timeout), ``rate_limit`` (429, ``Retry-After`` in seconds), ``rate_limi
 ``bad_request`` (400), ``malformed_json`` (truncated JSON content), ``schema_violation`` (an aspect
 outside the enum), ``foreign_evidence`` (evidence that is not in the review).
 
+With ``max_concurrent`` set, it admits at most that many requests at once and answers the rest 429
+at once (a provider's concurrency limit); with ``latency_s`` every request takes at least that long.
+
 A review that asks to ignore the instructions and print HACKED gets an answer that "obeys" it, as a
 gullible model would: a keyword whose evidence is not in the review.
 """
@@ -124,6 +127,7 @@ class FaultServer:
         seed: int = 0,
         api_key: str | None = None,
         max_lifetime_s: float = 120.0,
+        max_concurrent: int | None = None,
     ) -> None:
         self.retry_after_s = retry_after_s
         self.slow_s, self.hang_s, self.latency_s = slow_s, hang_s, latency_s
@@ -134,6 +138,9 @@ class FaultServer:
         self.faults: collections.Counter[str] = collections.Counter()
         self.in_flight = 0
         self.max_in_flight = 0
+        self.max_concurrent = max_concurrent
+        self.over_capacity = 0
+        """Requests refused with 429 because ``max_concurrent`` were already in flight."""
         self._script: collections.deque[str] = collections.deque()
         self._random = random.Random(seed)
         self._lock = threading.Lock()
@@ -209,8 +216,17 @@ class FaultServer:
                     self._send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
                     return
                 with server._lock:
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    full = server.max_concurrent is not None and server.in_flight >= server.max_concurrent
+                    if full:
+                        server.over_capacity += 1
+                    else:
+                        server.in_flight += 1
+                        server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                if full:
+                    # A provider's concurrency limit: refuse at once, as a 429 without Retry-After.
+                    message = f"at most {server.max_concurrent} concurrent requests"
+                    self._send(429, {"error": {"message": message, "type": "rate_limit_exceeded"}})
+                    return
                 try:
                     server._serve(self, raw)
                 finally:

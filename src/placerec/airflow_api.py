@@ -7,6 +7,7 @@ for the scheduler to finish them; the same calls a person makes in the UI.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
@@ -132,3 +133,67 @@ class AirflowApi:
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         return self._call(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]  # type: ignore[no-any-return]
+
+    def dag_runs(self, dag_id: str, *, since: datetime | None = None) -> list[dict[str, Any]]:
+        """Runs of ``dag_id`` (any type) created to run after ``since``, oldest first."""
+        query: dict[str, Any] = {"limit": 1000, "order_by": "run_after"}
+        if since is not None:
+            query["run_after_gte"] = since.isoformat()
+        return self._call(f"/dags/{dag_id}/dagRuns?{urlencode(query)}")["dag_runs"]  # type: ignore[no-any-return]
+
+    def queued_asset_events(self, dag_id: str) -> list[dict[str, Any]]:
+        """Asset events waiting to trigger ``dag_id`` (not yet consumed by a run)."""
+        try:
+            found = self._call(f"/dags/{dag_id}/assets/queuedEvents")
+        except AirflowError as exc:
+            if "HTTP 404" in str(exc):  # nothing queued
+                return []
+            raise
+        return found.get("queued_events", [])  # type: ignore[no-any-return]
+
+    def wait_asset_triggered(
+        self,
+        dag_id: str,
+        since: datetime,
+        done: Callable[[], bool],
+        *,
+        timeout: float = 3600.0,
+        progress: Callable[[str], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Wait until ``dag_id`` has no queued or running run, no queued asset event, and ``done()``.
+
+        Raises if a run that started after ``since`` failed, or on timeout.
+        """
+        deadline = time.monotonic() + timeout
+        last_report = ""
+        while True:
+            runs = self.dag_runs(dag_id, since=since)
+            failed = [r["dag_run_id"] for r in runs if r["state"] == "failed"]
+            if failed:
+                raise AirflowError(f"{dag_id}: runs failed: {failed}")
+            report = ", ".join(f"{r['dag_run_id'][-25:]}={r['state']}" for r in runs) or "no run yet"
+            if progress and report != last_report:
+                progress(report)
+                last_report = report
+            busy = [r for r in runs if r["state"] not in TERMINAL_STATES]
+            if not busy and not self.queued_asset_events(dag_id) and done():
+                return runs
+            if time.monotonic() > deadline:
+                raise AirflowError(f"{dag_id} not finished after {timeout:.0f}s: {report}")
+            time.sleep(5)
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        """A manual run now (no logical date); returns its run id."""
+        body = {"logical_date": None, "conf": conf or {}}
+        return str(self._call(f"/dags/{dag_id}/dagRuns", method="POST", body=body)["dag_run_id"])
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 1800.0) -> str:
+        """Wait for one run to finish; returns its final state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = str(self._call(f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
+            if state in TERMINAL_STATES:
+                return state
+            if time.monotonic() > deadline:
+                raise AirflowError(f"{dag_id} run {run_id} still {state} after {timeout:.0f}s")
+            time.sleep(5)

@@ -7,6 +7,7 @@ import logging
 import sys
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -20,6 +21,8 @@ def main(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for noisy in ("httpx", "httpx2", "httpcore", "openai"):  # one line per HTTP request otherwise
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @main.group()
@@ -97,14 +100,200 @@ def ingest_events(start: str, end: str | None, landing: str, run_id: str) -> Non
     from placerec.spark import get_spark
 
     settings = get_settings()
-    begin = _utc(start)
-    finish = _utc(end) if end else begin + timedelta(days=1)
+    begin, finish = _interval(start, end)
     spark = get_spark(JOB, settings)
     try:
         result = run_ingest(spark, Path(landing) if landing else settings.landing_path, begin, finish, run_id=run_id)
     finally:
         spark.stop()
     click.echo(json.dumps(result.as_dict(), ensure_ascii=False, sort_keys=True))
+
+
+def _interval(start: str, end: str | None) -> tuple[datetime, datetime]:
+    begin = _utc(start)
+    return begin, (_utc(end) if end else begin + timedelta(days=1))
+
+
+def _interval_options(f):  # type: ignore[no-untyped-def]
+    f = click.option("--run-id", default="manual", help="Recorded in ops.task_metrics (the Airflow run id in DAGs).")(f)
+    f = click.option("--end", "end", default=None, help="Interval end, exclusive (default: start + 1 day).")(f)
+    return click.option(
+        "--start", "start", required=True, help="Interval start (date or ISO timestamp; UTC if naive)."
+    )(f)
+
+
+def _extractor_options(f):  # type: ignore[no-untyped-def]
+    f = click.option("--prompt-version", default=None, help="Prompt (llm) or rule-set (local) version.")(f)
+    f = click.option("--model", default=None, help="Model name (default: PLACEREC_LLM_MODEL for llm).")(f)
+    return click.option(
+        "--extractor",
+        type=click.Choice(["local", "llm"]),
+        default=None,
+        help="local (offline, Kiwi + e5) or llm (PLACEREC_LLM_BASE_URL); default PLACEREC_KEYWORD_EXTRACTOR.",
+    )(f)
+
+
+def _blank(value: str | None) -> str | None:
+    """Airflow renders an unset Param as an empty string: treat it as not given."""
+    return value if value not in (None, "", "None") else None
+
+
+@main.command("extract-review-keywords")
+@_interval_options
+@_extractor_options
+@click.option("--budget-tokens", default="", help="Stop before this run spends more tokens (prompt + completion).")
+@click.option("--budget-cost", default="", help="Stop before this run spends more USD (price table in settings).")
+@click.option("--dry-run", is_flag=True, help="Only estimate calls, tokens and cost of the cache misses.")
+def extract_review_keywords(
+    start: str,
+    end: str | None,
+    run_id: str,
+    extractor: str | None,
+    model: str | None,
+    prompt_version: str | None,
+    budget_tokens: str,
+    budget_cost: str,
+    dry_run: bool,
+) -> None:
+    """Keywords of the interval's reviews (only texts not in ops.llm_cache are sent) into features.review_keywords."""
+    from placerec.enrich.keywords import JOB, resolve_extractor, run_extract_review_keywords
+    from placerec.settings import get_settings
+    from placerec.spark import get_spark
+
+    settings = get_settings()
+    begin, finish = _interval(start, end)
+    spec = resolve_extractor(_blank(extractor), _blank(model), _blank(prompt_version), settings)
+    tokens = int(budget_tokens) if _blank(budget_tokens) else None
+    cost = float(budget_cost) if _blank(budget_cost) else None
+    spark = get_spark(JOB, settings)
+    try:
+        run = run_extract_review_keywords(
+            spark, begin, finish, run_id=run_id, spec=spec, budget_tokens=tokens, budget_cost=cost, dry_run=dry_run
+        )
+    finally:
+        spark.stop()
+    if dry_run:
+        est = run.estimate or {}
+        click.echo(
+            f"dry run {begin:%Y-%m-%d}..{finish:%Y-%m-%d} [{spec.kind} {spec.model} {spec.prompt_version}]: "
+            f"{run.reviews} reviews, {run.distinct_texts} distinct texts, {run.cache_hits} cached, "
+            f"{est.get('calls', 0)} calls to make; tokens in ~{est.get('tokens_in', 0)}, "
+            f"out <= {est.get('tokens_out_max', 0)}; cost <= ${est.get('cost_max', 0):.4f}"
+            + ("" if est.get("priced", True) else " (model not in the price table: cost unknown)")
+        )
+        return
+    if run.budget_exhausted:
+        click.echo(
+            f"WARNING: budget reached: {run.quarantined.get('budget_exhausted', 0)} reviews ({run.deferred} "
+            "distinct texts) left for a later run, quarantined as budget_exhausted until then",
+            err=True,
+        )
+    click.echo(json.dumps(run.as_dict(), ensure_ascii=False, sort_keys=True, default=str))
+
+
+@main.command("build-place-profiles")
+@_interval_options
+def build_place_profiles(start: str, end: str | None, run_id: str) -> None:
+    """Place keyword profiles as of the interval end, embedded (cached) into features.place_profiles."""
+    from placerec.enrich.profiles import PROFILES_JOB, run_build_place_profiles
+    from placerec.settings import get_settings
+    from placerec.spark import get_spark
+
+    settings = get_settings()
+    begin, finish = _interval(start, end)
+    spark = get_spark(PROFILES_JOB, settings)
+    try:
+        details = run_build_place_profiles(spark, begin, finish, run_id=run_id)
+    finally:
+        spark.stop()
+    click.echo(json.dumps(details, ensure_ascii=False, sort_keys=True, default=str))
+
+
+@main.command("extract-search-interests")
+@_interval_options
+@_extractor_options
+def extract_search_interests(
+    start: str,
+    end: str | None,
+    run_id: str,
+    extractor: str | None,
+    model: str | None,
+    prompt_version: str | None,
+) -> None:
+    """Cold start: users' search queries → interest keywords and a vector in features.user_interests."""
+    from placerec.enrich.keywords import resolve_extractor
+    from placerec.enrich.profiles import INTERESTS_JOB, run_extract_search_interests
+    from placerec.settings import get_settings
+    from placerec.spark import get_spark
+
+    settings = get_settings()
+    begin, finish = _interval(start, end)
+    spec = resolve_extractor(_blank(extractor), _blank(model), _blank(prompt_version), settings)
+    spark = get_spark(INTERESTS_JOB, settings)
+    try:
+        details = run_extract_search_interests(spark, begin, finish, run_id=run_id, spec=spec)
+    finally:
+        spark.stop()
+    click.echo(json.dumps(details, ensure_ascii=False, sort_keys=True, default=str))
+
+
+@main.command("eval-keywords")
+@_extractor_options
+@click.option("--goldset", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--promote", is_flag=True, help="Make this prompt version the promoted one if it scores at least as well."
+)
+@click.option("--force", is_flag=True, help="With --promote: promote even if it scores worse (recorded as forced).")
+def eval_keywords(
+    extractor: str | None,
+    model: str | None,
+    prompt_version: str | None,
+    goldset: Path | None,
+    promote: bool,
+    force: bool,
+) -> None:
+    """Precision, recall and F1 of the extractor on tests/goldset; recorded in prompts/registry.json."""
+    from placerec.enrich import evaluate as ev
+    from placerec.enrich import registry
+    from placerec.enrich.keywords import build_extractor, resolve_extractor
+
+    path = goldset or ev.GOLDSET
+    gold = ev.load_goldset(path)
+    digest = ev.goldset_digest(path)
+
+    def run(version: str | None) -> dict[str, Any]:
+        spec = resolve_extractor(_blank(extractor), _blank(model), version)
+        with build_extractor(spec) as ex:
+            summary = ev.evaluate(ex, gold).summary()
+        ev.record(spec.kind, spec.model, spec.prompt_version, digest, summary)
+        click.echo(
+            f"{spec.kind} {spec.model} {spec.prompt_version}: precision {summary['precision']:.3f}  "
+            f"recall {summary['recall']:.3f}  F1 {summary['f1']:.3f}  "
+            f"(aspect {summary['aspect_accuracy']:.2f}, sentiment {summary['sentiment_accuracy']:.2f} on "
+            f"{summary['matched']} matches; {summary['reviews']} reviews, {summary['rejected']} rejected)"
+        )
+        for source, figures in summary["by_source"].items():
+            click.echo(f"  {source:<6} P {figures['precision']:.3f}  R {figures['recall']:.3f}  F1 {figures['f1']:.3f}")
+        return {"spec": spec, **summary}
+
+    candidate = run(_blank(prompt_version))
+    if not promote:
+        return
+    spec = candidate["spec"]
+    if spec.kind != "llm":
+        raise click.UsageError("--promote applies to LLM prompt versions (--extractor llm)")
+    current = registry.promoted_prompt()
+    if current == spec.prompt_version:
+        click.echo(f"{current} is already the promoted prompt")
+        return
+    known = registry.load()["scores"].get(ev.score_key(spec.kind, spec.model, current, digest))
+    baseline = known["f1"] if known else run(current)["f1"]
+    try:
+        replaced = ev.promote(spec.model, spec.prompt_version, candidate["f1"], baseline, force=force, digest=digest)
+    except ev.PromotionRefused as exc:
+        click.echo(f"REFUSED: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"promoted {spec.prompt_version} (was {replaced})" + (" [forced]" if candidate["f1"] < baseline else ""))
 
 
 @main.command("create-tables")
@@ -190,11 +379,11 @@ def import_nsmc(path: Path, limit: int | None, out: str) -> None:
 @click.option("--start", default="2026-11-01", show_default=True, help="First day (YYYY-MM-DD).")
 @click.option("--timeout", default=3600, show_default=True, help="Seconds to wait for the backfill.")
 def demo(days: int, seed: int, start: str, timeout: int) -> None:
-    """Demo data for N days, ingested by an Airflow backfill run by the scheduler; then per-day counts."""
+    """Demo data for N days, ingested by an Airflow backfill; enrich_reviews follows on the ingest Assets."""
     from placerec.airflow_api import AirflowApi
     from placerec.catalog import get_catalog
     from placerec.demo import generate
-    from placerec.report import format_ingestion, ingestion_by_day
+    from placerec.report import enrichment_summary, format_enrichment, format_ingestion, ingestion_by_day
     from placerec.settings import get_settings
     from placerec.tables import ensure_tables
 
@@ -207,6 +396,9 @@ def demo(days: int, seed: int, start: str, timeout: int) -> None:
     ensure_tables(get_catalog(settings))
     api = AirflowApi(settings)
     api.wait_for_dag("ingest_events")
+    api.wait_for_dag("enrich_reviews")
+    # Unpaused first, so the ingest runs' Asset events trigger it as they land.
+    api.set_paused("enrich_reviews", False)
     api.set_paused("ingest_events", False)
     for stale in api.active_backfills("ingest_events"):
         click.echo(f"waiting for backfill {stale['id']} started earlier")
@@ -217,8 +409,18 @@ def demo(days: int, seed: int, start: str, timeout: int) -> None:
         backfill_id, "ingest_events", first, last, timeout=timeout, progress=lambda s: click.echo(f"  {s}")
     )
     click.echo(format_ingestion(ingestion_by_day(first, last)))
+    wanted = {first + timedelta(n) for n in range(days)}
+    click.echo("enrich_reviews: triggered by the ingest Assets; waiting for its runs")
+    api.wait_asset_triggered(
+        "enrich_reviews",
+        began,
+        lambda: wanted <= enrichment_summary(first, last).days_covered,
+        timeout=timeout,
+        progress=lambda s: click.echo(f"  {s}"),
+    )
+    click.echo(format_enrichment(enrichment_summary(first, last)))
     seconds = (datetime.now(timezone.utc) - began).total_seconds()
-    click.echo(f"done in {seconds:.0f}s; Airflow UI: {settings.airflow_url}/dags/ingest_events")
+    click.echo(f"done in {seconds:.0f}s; Airflow UI: {settings.airflow_url}/dags/enrich_reviews")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,11 @@ paths and settings are resolved when a task renders its templates, inside the wo
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import Asset
+from airflow.sdk import Asset, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from placerec.settings import PROJECT_ROOT
@@ -71,3 +71,63 @@ def spark_job(
         outlets=outlets or [],
         **kwargs,
     )
+
+
+def interval_from_context(
+    params: dict[str, Any],
+    data_interval_start: Any,
+    data_interval_end: Any,
+    triggering_asset_events: Any,
+) -> dict[str, str]:
+    """The data interval an asset-triggered (or manual) run works on, as ISO strings.
+
+    Order: the ``start``/``end`` Params when given; else the run's own non-empty data interval
+    (scheduled or backfill runs); else the span of the data intervals of the runs that produced the
+    triggering asset events (Airflow 3 gives asset-triggered runs no interval of their own).
+    """
+    if params.get("start"):
+        start = _aware(params["start"])
+        end = _aware(params["end"]) if params.get("end") else start + timedelta(days=1)
+        return _checked(start, end)
+    if data_interval_start is not None and data_interval_end is not None and data_interval_start < data_interval_end:
+        return _checked(_aware(data_interval_start), _aware(data_interval_end))
+    starts, ends = [], []
+    for events in (triggering_asset_events or {}).values():
+        for event in events:
+            run = event.source_dag_run
+            if run is not None and run.data_interval_start is not None and run.data_interval_end is not None:
+                starts.append(_aware(run.data_interval_start))
+                ends.append(_aware(run.data_interval_end))
+    if not starts:
+        raise ValueError("no data interval: give the start (and end) Params, or let an ingest run trigger this DAG")
+    return _checked(min(starts), max(ends))
+
+
+def _aware(value: Any) -> datetime:
+    from datetime import timezone
+
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _checked(start: datetime, end: datetime) -> dict[str, str]:
+    if not start < end:
+        raise ValueError(f"empty data interval [{start}, {end})")
+    return {"start": start.isoformat(), "end": end.isoformat()}
+
+
+@task(task_id="resolve_interval")
+def resolve_interval(**context: Any) -> dict[str, str]:
+    """Task: the interval the DAG's Spark tasks template in (``ti.xcom_pull('resolve_interval')``)."""
+    return interval_from_context(
+        dict(context.get("params") or {}),
+        context.get("data_interval_start"),
+        context.get("data_interval_end"),
+        context.get("triggering_asset_events"),
+    )
+
+
+@task.short_circuit(task_id="unless_dry_run")
+def unless_dry_run(**context: Any) -> bool:
+    """Task: stop the downstream tasks of a dry run (they would build from data the dry run did not write)."""
+    return not (context.get("params") or {}).get("dry_run", False)

@@ -87,3 +87,79 @@ def format_ingestion(rows: list[DayCounts]) -> str:
         f"{sum(d.reviews for d in rows):>7} {sum(d.places for d in rows):>6} {sum(total_q.values()):>8}"
     )
     return "\n".join(out)
+
+
+@dataclass
+class EnrichSummary:
+    days_covered: set[date] = field(default_factory=set)
+    reviews: int = 0
+    keyword_rows: int = 0
+    quarantined: Counter[str] = field(default_factory=Counter)
+    calls: int = 0
+    cache_hits: int = 0
+    sent: int = 0
+    tokens: int = 0
+    cost: float = 0.0
+    extractors: set[str] = field(default_factory=set)
+    places: int = 0
+    places_with_keywords: int = 0
+    interest_users: int = 0
+    examples: list[tuple[str, list[str]]] = field(default_factory=list)
+
+
+def enrichment_summary(first: date, last: date, settings: Settings | None = None) -> EnrichSummary:
+    """What extract_review_keywords did for the days in ``[first, last]``, and the profile tables now."""
+    catalog = get_catalog(settings)
+    out = EnrichSummary()
+    lo, hi = _ts(first), _ts(last + timedelta(days=1))
+    metrics = (
+        load_table(catalog, "ops.task_metrics")
+        .scan(row_filter=f"job = 'extract_review_keywords' and interval_start < '{hi}' and interval_end > '{lo}'")
+        .to_arrow()
+        .to_pylist()
+    )
+    for row in metrics:
+        details = json.loads(row["details"] or "{}")
+        if details.get("dry_run"):
+            continue
+        d, end = row["interval_start"].astimezone(timezone.utc).date(), row["interval_end"].astimezone(timezone.utc)
+        while datetime.combine(d, time(0), tzinfo=timezone.utc) < end:
+            if first <= d <= last:
+                out.days_covered.add(d)
+            d += timedelta(days=1)
+        out.reviews += row["rows_read"] or 0
+        out.keyword_rows += row["rows_written"] or 0
+        out.calls += row["calls"] or 0
+        out.cache_hits += row["cache_hits"] or 0
+        out.tokens += row["tokens"] or 0
+        out.cost += row["cost"] or 0.0
+        out.sent += details.get("sent", 0)
+        out.quarantined.update(details.get("quarantined", {}))
+        extractor = details.get("extractor", {})
+        out.extractors.add(f"{extractor.get('extractor')} {extractor.get('model')} {extractor.get('prompt_version')}")
+    as_of = f"built_for = '{last.isoformat()}'"
+    profiles = load_table(catalog, "features.place_profiles").scan(
+        row_filter=as_of, selected_fields=("place_id", "top_keywords")
+    )
+    rows = profiles.to_arrow().to_pylist()
+    out.places = len(rows)
+    with_kw = sorted((r for r in rows if r["top_keywords"]), key=lambda r: r["place_id"])
+    out.places_with_keywords = len(with_kw)
+    out.examples = [(r["place_id"], list(r["top_keywords"])[:6]) for r in with_kw[:3]]
+    interests = load_table(catalog, "features.user_interests").scan(
+        selected_fields=("user_id",), row_filter=f"origin = 'search' and {as_of}"
+    )
+    out.interest_users = interests.to_arrow().num_rows
+    return out
+
+
+def format_enrichment(s: EnrichSummary) -> str:
+    lines = [
+        f"enrich [{'; '.join(sorted(s.extractors))}]: {s.reviews} reviews -> {s.keyword_rows} keyword rows; "
+        f"{s.sent} texts sent ({s.calls} endpoint calls), {s.cache_hits} cache hits, {s.tokens} tokens, ${s.cost:.4f}",
+        "  quarantined: " + (", ".join(f"{k} {v}" for k, v in sorted(s.quarantined.items())) or "none"),
+        f"  place profiles as of the last day: {s.places} ({s.places_with_keywords} with review keywords); "
+        f"search-interest users: {s.interest_users}",
+    ]
+    lines += [f"  {pid}: {', '.join(kws)}" for pid, kws in s.examples]
+    return "\n".join(lines)

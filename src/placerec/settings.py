@@ -50,6 +50,13 @@ class Settings:
     embeddings_host: str = "127.0.0.1"
     embeddings_port: int = 8089
     embeddings_model: str = "multilingual-e5-small"
+    embeddings_base_url: str = ""
+    """An OpenAI-compatible ``/v1`` base URL; empty means the local server at host:port."""
+    embeddings_api_key: str = field(default="", repr=False)
+    embeddings_batch_size: int = 64
+    embeddings_concurrency: int = 2
+    embeddings_input_type_field: str = "input_type"
+    """Request field that tells e5 models query from passage; empty for endpoints that reject it."""
 
     llm_base_url: str = "https://api.openai.com/v1"
     """Any OpenAI-compatible endpoint (OpenAI, HyperCLOVA X, vLLM, Ollama): the ``/v1`` base URL."""
@@ -63,7 +70,25 @@ class Settings:
     llm_timeout_s: float = 60.0
     llm_max_retries: int = 5
     llm_concurrency: int = 8
-    """Requests in flight at once from one extractor (threads)."""
+    """Requests in flight at once for a whole job: split evenly over its Spark partitions."""
+    llm_max_output_tokens: int = 600
+    llm_prices: str = ""
+    """Extra or changed prices, USD per 1M tokens: ``model=prompt/completion,...`` (see enrich.budget)."""
+    keyword_extractor: str = "local"
+    """``local`` (offline: Kiwi morphology + e5 ranking) or ``llm`` (the OpenAI-compatible endpoint)."""
+    prompts_dir: str = ""
+    """Folder of prompt files and their registry.json; empty means the one shipped in the package."""
+    keyword_prompt_version: str = ""
+    """Prompt version for the ``llm`` extractor; empty means the promoted one in prompts/registry.json."""
+    enrich_partitions: int = 2
+    """Spark partitions that call the endpoint at once; rate limits are divided among them."""
+    profile_half_life_days: float = 30.0
+    """Half-life of a review's (or search's) weight in place profiles and user interests."""
+    profile_top_keywords: int = 10
+    interest_window_days: int = 30
+    """Search history a user's interest profile looks back on."""
+    enrich_chunk_size: int = 2000
+    """Reviews sent per Spark stage; results are cached after each, so a crash loses at most one chunk."""
 
     airflow_host: str = "127.0.0.1"
     airflow_port: int = 8080

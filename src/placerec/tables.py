@@ -198,8 +198,8 @@ TABLES: tuple[TableDef, ...] = (
             ("built_for", DT),
             ("source_snapshots", "string_map"),
         ),
-        (),
-        "Per-place keyword profile and its embedding.",
+        (("built_for", IdentityTransform()),),
+        "Per-place keyword profile and its embedding, one full set per as-of day (read the latest built_for).",
     ),
     TableDef(
         "features",
@@ -213,8 +213,8 @@ TABLES: tuple[TableDef, ...] = (
             ("built_for", DT),
             ("source_snapshots", "string_map"),
         ),
-        (),
-        "User interest keywords and vectors, from history and from search queries (cold start).",
+        (("built_for", IdentityTransform()),),
+        "User interest keywords and vectors (search queries: cold start), one set per as-of day and origin.",
     ),
     TableDef(
         "features",

@@ -102,5 +102,19 @@ def test_scheduled_runs_own_a_non_empty_interval(dagbag) -> None:  # type: ignor
     import pendulum
 
     for dag_id, dag in dagbag.dags.items():
+        if type(dag.timetable).__name__ == "AssetTriggeredTimetable":
+            continue  # asset-triggered runs have no interval of their own: see the next test
         interval = dag.timetable.infer_manual_data_interval(run_after=pendulum.datetime(2026, 11, 2, tz="UTC"))
         assert interval.start < interval.end, f"{dag_id}: empty data interval {interval}"
+
+
+def test_asset_triggered_spark_tasks_resolve_their_interval_first(dagbag) -> None:  # type: ignore[no-untyped-def]
+    """Airflow 3 gives asset-triggered runs no data interval: every Spark task must wait for resolve_interval."""
+    asset_dags = [dag for dag in dagbag.dags.values() if type(dag.timetable).__name__ == "AssetTriggeredTimetable"]
+    assert asset_dags, "expected at least one asset-triggered DAG (enrich_reviews)"
+    for dag in asset_dags:
+        spark_tasks = [t for t in dag.tasks if t.task_type == "SparkSubmitOperator"]
+        assert spark_tasks, dag.dag_id
+        for t in spark_tasks:
+            assert "resolve_interval" in t.get_flat_relative_ids(upstream=True), f"{dag.dag_id}.{t.task_id}"
+            assert any("resolve_interval" in str(arg) for arg in t.application_args), f"{dag.dag_id}.{t.task_id}"

@@ -10,7 +10,8 @@ Reason codes (``KeywordResult.error`` is ``<code>: <detail>``), a contract with 
 ``llm_invalid_output`` (the answer failed validation, also after the repair: quarantine),
 ``llm_request_rejected`` (the endpoint refused this request with a 4xx such as 400: quarantine),
 ``llm_unavailable`` (429, 5xx, timeouts or connection errors outlasted the retries: transient, do not
-cache it, try again in a later run). A wrong key, permission or model (401, 403, 404) concerns every
+cache it, try again in a later run), ``budget_exhausted`` (the run's budget stopped the request before it
+was sent: transient too). A wrong key, permission or model (401, 403, 404) concerns every
 review alike, so it raises ``LLMConfigError`` instead of rejecting reviews one by one.
 
 The API key never appears in a log line, a result or an exception message: every text that comes back
@@ -38,6 +39,7 @@ import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONSchema
 
+from placerec.enrich.budget import Budget, BudgetExhausted
 from placerec.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ ASPECTS = ("분위기", "맛", "가격", "서비스", "주차", "뷰", "청결",
 SENTIMENTS = ("positive", "negative", "neutral")
 MAX_KEYWORDS = 10
 KEYWORD_FIELDS = ("term", "aspect", "sentiment", "weight", "evidence")
+TRANSIENT_REASONS = frozenset({"llm_unavailable", "budget_exhausted"})
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 DEFAULT_PROMPT_VERSION = "keywords-v1"
 _PROMPT_VERSION_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -140,7 +143,7 @@ class KeywordResult:
     @property
     def transient(self) -> bool:
         """True when a later run may well succeed: do not cache or quarantine for good."""
-        return self.reason == "llm_unavailable"
+        return self.reason in TRANSIENT_REASONS
 
 
 @dataclass
@@ -165,13 +168,20 @@ class LLMUsage:
         return asdict(self)
 
 
+def prompts_dir() -> Path:
+    """Where prompt files (and ``registry.json``) live: ``PLACEREC_PROMPTS_DIR``, else the package's."""
+    configured = get_settings().prompts_dir
+    return Path(configured) if configured else PROMPTS_DIR
+
+
 def load_prompt(version: str) -> str:
     """The system prompt of ``version`` (``keywords-v1`` is ``prompts/keywords-v1.md``)."""
     if not _PROMPT_VERSION_RE.match(version):
         raise ValueError(f"invalid prompt version {version!r}")
-    path = PROMPTS_DIR / f"{version}.md"
+    folder = prompts_dir()
+    path = folder / f"{version}.md"
     if not path.is_file():
-        known = sorted(p.stem for p in PROMPTS_DIR.glob("*.md"))
+        known = sorted(p.stem for p in folder.glob("*.md"))
         raise ValueError(f"unknown prompt version {version!r}; known: {', '.join(known)}")
     return path.read_text(encoding="utf-8").strip()
 
@@ -373,8 +383,11 @@ class KeywordExtractor:
 
     Arguments left as None come from ``settings`` (``PLACEREC_LLM_*``). The openai client's own
     retries are off: the retry policy here (back-off with full jitter, Retry-After honoured, shared
-    rate limiter) is the only one.
+    rate limiter) is the only one. A ``budget`` (shared by the threads) is charged the worst case of each
+    request before it is sent.
     """
+
+    extractor = "llm"
 
     def __init__(
         self,
@@ -390,7 +403,8 @@ class KeywordExtractor:
         concurrency: int | None = None,
         settings: Settings | None = None,
         rate_limiter: RateLimiter | None = None,
-        max_output_tokens: int = 1024,
+        max_output_tokens: int | None = None,
+        budget: Budget | None = None,
         temperature: float | None = 0.0,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
@@ -405,7 +419,8 @@ class KeywordExtractor:
         self.timeout_s = s.llm_timeout_s if timeout_s is None else timeout_s
         self.max_retries = s.llm_max_retries if max_retries is None else max_retries
         self.concurrency = max(1, s.llm_concurrency if concurrency is None else concurrency)
-        self.max_output_tokens = max_output_tokens
+        self.max_output_tokens = s.llm_max_output_tokens if max_output_tokens is None else max_output_tokens
+        self.budget = budget
         self.temperature = temperature
         self.backoff_base_s, self.backoff_cap_s = backoff_base_s, backoff_cap_s
         self.max_retry_after_s = max_retry_after_s
@@ -535,6 +550,12 @@ class KeywordExtractor:
         for attempt in range(self.max_retries + 1):
             if self._config_error is not None:
                 raise LLMConfigError(self._config_error)
+            reserve_in, reserve_out = estimate - self.max_output_tokens, self.max_output_tokens
+            if self.budget is not None:
+                try:
+                    self.budget.reserve(reserve_in, reserve_out)
+                except BudgetExhausted as exc:
+                    raise _CallFailed(str(exc)) from None
             with self._slots:
                 waited = self.rate_limiter.acquire(estimate)
                 self._count(calls=1, waited_seconds=waited)
@@ -547,6 +568,10 @@ class KeywordExtractor:
                     spent.tokens_out += usage.completion_tokens
                     self._count(tokens_in=usage.prompt_tokens, tokens_out=usage.completion_tokens)
                     self.rate_limiter.settle(estimate, usage.prompt_tokens + usage.completion_tokens)
+                if self.budget is not None:
+                    # Without a usage report, charge the worst case rather than nothing.
+                    used = (usage.prompt_tokens, usage.completion_tokens) if usage else (reserve_in, reserve_out)
+                    self.budget.settle(reserve_in, reserve_out, *used)
                 if not completion.choices:
                     return _Reply(None)
                 choice = completion.choices[0]
@@ -554,6 +579,10 @@ class KeywordExtractor:
             assert failure is not None
             if failure.refund:
                 self.rate_limiter.settle(estimate, 0)
+            if self.budget is not None:
+                # A refused request costs nothing; a timeout may have been paid for in full.
+                used = (0, 0) if failure.refund else (reserve_in, reserve_out)
+                self.budget.settle(reserve_in, reserve_out, *used)
             if failure.config:
                 self._config_error = f"{failure.reason}: {failure.detail}"
                 raise LLMConfigError(self._config_error)

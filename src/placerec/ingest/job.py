@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from placerec.ingest.records import COLUMNS, FEEDS, ID_FIELD, QUARANTINE_RECORD_CHARS, validate_line
+from placerec.ops import TaskMetrics, interval_filter, record_metrics, write_quarantine
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -228,12 +229,6 @@ def _counts_by_reason(df: DataFrame) -> dict[str, int]:
     return {r["reason"]: int(r["n"]) for r in df.groupBy("reason").count().withColumnRenamed("count", "n").collect()}
 
 
-def _interval_filter(column: str, start: datetime, end: datetime) -> Any:
-    from pyspark.sql import functions as F
-
-    return (F.col(column) >= F.lit(start).cast("timestamp")) & (F.col(column) < F.lit(end).cast("timestamp"))
-
-
 def load_events(
     spark: SparkSession, unique: DataFrame, files: list[str], start: datetime, end: datetime
 ) -> tuple[int, DataFrame]:
@@ -244,7 +239,7 @@ def load_events(
     from pyspark.sql import functions as F
 
     cols = _table_columns(spark, "raw.events")
-    existing = spark.table("raw.events").where(_interval_filter("event_ts", start, end))
+    existing = spark.table("raw.events").where(interval_filter("event_ts", start, end))
     retained = existing.where(~F.col("source_file").isin(files)) if files else existing
     retained = retained.select(cols).localCheckpoint()
     previous = retained.select(
@@ -264,7 +259,7 @@ def load_events(
     # (a history import) an open Parquet writer per day would exhaust the heap.
     out = retained.unionByName(fresh)
     out = out.repartitionByRange(max(1, out.rdd.getNumPartitions()), "event_ts").sortWithinPartitions("event_ts")
-    out.writeTo("raw.events").overwrite(_interval_filter("event_ts", start, end))
+    out.writeTo("raw.events").overwrite(interval_filter("event_ts", start, end))
     return written, already
 
 
@@ -302,43 +297,17 @@ def merge_by_key(
     return {"inserted": inserted, "updated": updated, "unchanged": total - inserted - updated}
 
 
-def write_quarantine(rows: DataFrame, job: str, start: datetime) -> None:
-    """Replace this (job, interval)'s quarantine rows; the table is partitioned so this is a file swap."""
-    from pyspark.sql import functions as F
-
-    cond = (F.col("job") == F.lit(job)) & (F.col("interval_start") == F.lit(start).cast("timestamp"))
-    rows.writeTo("raw.quarantine").overwrite(cond)
-
-
-def record_metrics(spark: SparkSession, job: str, run_id: str, result: IngestResult) -> None:
-    """Upsert one ``ops.task_metrics`` row for (job, interval_start)."""
-    from pyspark.sql import Row
-
-    row = Row(
-        job=job,
-        interval_start=result.interval_start,
-        interval_end=result.interval_end,
-        run_id=run_id,
+def _metrics(job: str, run_id: str, result: IngestResult) -> TaskMetrics:
+    return TaskMetrics(
+        job,
+        result.interval_start,
+        result.interval_end,
+        run_id,
         rows_read=result.rows_read,
         rows_written=result.rows_written,
         rows_quarantined=result.rows_quarantined,
-        calls=0,
-        cache_hits=0,
-        tokens=0,
-        cost=0.0,
-        seconds=float(round(result.seconds, 3)),
-        details=json.dumps(result.as_dict(), sort_keys=True),
-        recorded_at=datetime.now(timezone.utc),  # when it was measured, not a data timestamp
-    )
-    schema = spark.table("ops.task_metrics").schema
-    spark.createDataFrame([tuple(row)], schema).createOrReplaceTempView("incoming_task_metrics")
-    spark.sql(
-        """
-        MERGE INTO ops.task_metrics t USING incoming_task_metrics s
-        ON t.job = s.job AND t.interval_start = s.interval_start
-        WHEN MATCHED THEN UPDATE SET *
-        WHEN NOT MATCHED THEN INSERT *
-        """
+        seconds=result.seconds,
+        details=result.as_dict(),
     )
 
 
@@ -366,7 +335,7 @@ def run_ingest(
         log.warning("no landing files under %s for [%s, %s); nothing written", landing, start, end)
         result.skipped = True
         result.seconds = time.monotonic() - began
-        record_metrics(spark, job, run_id, result)
+        record_metrics(spark, _metrics(job, run_id, result))
         return result
 
     quarantine_parts = []
@@ -400,6 +369,6 @@ def run_ingest(
         all_q = all_q.unionByName(q)
     write_quarantine(all_q, job, start)
     result.seconds = time.monotonic() - began
-    record_metrics(spark, job, run_id, result)
+    record_metrics(spark, _metrics(job, run_id, result))
     log.info("ingested %s", json.dumps(result.as_dict(), sort_keys=True))
     return result

@@ -1,0 +1,104 @@
+"""
+### enrich_reviews
+
+Runs when ingestion updates `raw.reviews` and `raw.events` (Assets). For the data interval of
+the ingest runs that triggered it (or the `start`/`end` Params of a manual run):
+
+1. **extract_review_keywords**: keywords of the interval's reviews. Only texts whose content hash
+   is not yet in `ops.llm_cache` for (model, prompt version) are sent: a replay or backfill of
+   enriched days makes no call. Calls run concurrently in Spark partitions under the rate limits
+   and the optional budget; reviews without keywords go to `raw.quarantine` with their reason.
+   Tokens, calls and cost are in `ops.task_metrics`.
+2. **build_place_profiles**: keywords per place (frequency, recency, sentiment) → profile text →
+   embedding (cached) → `features.place_profiles`, as of the interval end.
+3. **extract_search_interests**: search queries → interest keywords (same extractor and cache) →
+   embedding per user → `features.user_interests` (cold start).
+
+Params: `extractor` (local = offline Kiwi + e5; llm = the OpenAI-compatible endpoint in
+`PLACEREC_LLM_*`), `model`, `prompt_version`, `budget_tokens` / `budget_cost` (stop before the run
+spends more), `dry_run` (estimate calls, tokens and cost only; later tasks are skipped).
+Same code as `placerec extract-review-keywords --start <ds> …` at a shell.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, Param
+
+from placerec.orchestration import (
+    DEFAULT_ARGS,
+    USER_DEFINED_MACROS,
+    resolve_interval,
+    spark_job,
+    table_asset,
+    unless_dry_run,
+)
+
+INTERVAL = [
+    "--start",
+    "{{ ti.xcom_pull(task_ids='resolve_interval')['start'] }}",
+    "--end",
+    "{{ ti.xcom_pull(task_ids='resolve_interval')['end'] }}",
+    "--run-id",
+    "{{ run_id }}",
+]
+EXTRACTOR = [
+    "--extractor",
+    "{{ params.extractor }}",
+    "--model",
+    "{{ params.model }}",
+    "--prompt-version",
+    "{{ params.prompt_version }}",
+]
+
+with DAG(
+    dag_id="enrich_reviews",
+    description="Review keywords (LLM or local), place profiles and user interest vectors",
+    doc_md=__doc__,
+    schedule=[table_asset("raw.reviews"), table_asset("raw.events")],
+    start_date=pendulum.datetime(2026, 10, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["placerec", "enrich"],
+    user_defined_macros=USER_DEFINED_MACROS,
+    params={
+        "start": Param("", type="string", description="Interval start for a manual run (empty: from the trigger)."),
+        "end": Param("", type="string", description="Interval end, exclusive (empty: start + 1 day)."),
+        "extractor": Param("", enum=["", "local", "llm"], description="Empty: PLACEREC_KEYWORD_EXTRACTOR."),
+        "model": Param("", type="string", description="LLM model (empty: PLACEREC_LLM_MODEL)."),
+        "prompt_version": Param("", type="string", description="Empty: the promoted prompt version."),
+        "budget_tokens": Param("", type="string", description="Token ceiling for this run (empty: none)."),
+        "budget_cost": Param("", type="string", description="USD ceiling for this run (empty: none)."),
+        "dry_run": Param(False, type="boolean", description="Only estimate calls, tokens and cost."),
+    },
+):
+    interval = resolve_interval()
+    keywords = spark_job(
+        task_id="extract_review_keywords",
+        job="extract_review_keywords",
+        args=[
+            *INTERVAL,
+            *EXTRACTOR,
+            "--budget-tokens",
+            "{{ params.budget_tokens }}",
+            "--budget-cost",
+            "{{ params.budget_cost }}",
+            "{{ '--dry-run' if params.dry_run else '' }}",
+        ],
+        outlets=[table_asset("features.review_keywords")],
+    )
+    go_on = unless_dry_run()
+    profiles = spark_job(
+        task_id="build_place_profiles",
+        job="build_place_profiles",
+        args=INTERVAL,
+        outlets=[table_asset("features.place_profiles")],
+    )
+    interests = spark_job(
+        task_id="extract_search_interests",
+        job="extract_search_interests",
+        args=[*INTERVAL, *EXTRACTOR],
+        outlets=[table_asset("features.user_interests")],
+    )
+    interval >> keywords >> go_on >> [profiles, interests]

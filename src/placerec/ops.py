@@ -1,0 +1,102 @@
+"""Writes every job shares: its quarantine rows, its ``ops.task_metrics`` row, interval filters, snapshot ids."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+
+def interval_filter(column: str, start: datetime, end: datetime) -> Column:
+    """``start <= column < end`` for a timestamp column."""
+    from pyspark.sql import functions as F
+
+    return (F.col(column) >= F.lit(start).cast("timestamp")) & (F.col(column) < F.lit(end).cast("timestamp"))
+
+
+def write_quarantine(rows: DataFrame, job: str, start: datetime, end: datetime | None = None) -> None:
+    """Replace a job's quarantine rows whose ``interval_start`` lies in ``[start, end)`` (just ``start`` if no end).
+
+    The table is partitioned by (job, day of interval_start), so this is a file swap.
+    """
+    from pyspark.sql import functions as F
+
+    cond = F.col("job") == F.lit(job)
+    if end is None:
+        cond = cond & (F.col("interval_start") == F.lit(start).cast("timestamp"))
+    else:
+        cond = cond & interval_filter("interval_start", start, end)
+    rows.writeTo("raw.quarantine").overwrite(cond)
+
+
+@dataclass
+class TaskMetrics:
+    """One row of ``ops.task_metrics``: what a job did for an interval."""
+
+    job: str
+    interval_start: datetime
+    interval_end: datetime
+    run_id: str
+    rows_read: int = 0
+    rows_written: int = 0
+    rows_quarantined: int = 0
+    calls: int = 0
+    cache_hits: int = 0
+    tokens: int = 0
+    cost: float = 0.0
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def record_metrics(spark: SparkSession, m: TaskMetrics) -> None:
+    """Upsert the row for (job, interval_start): the last run of an interval wins."""
+    row = (
+        m.job,
+        m.interval_start,
+        m.interval_end,
+        m.run_id,
+        int(m.rows_read),
+        int(m.rows_written),
+        int(m.rows_quarantined),
+        int(m.calls),
+        int(m.cache_hits),
+        int(m.tokens),
+        float(m.cost),
+        float(round(m.seconds, 3)),
+        json.dumps(m.details, sort_keys=True, default=str),
+        datetime.now(timezone.utc),  # when it was measured, not a data timestamp
+    )
+    schema = spark.table("ops.task_metrics").schema
+    spark.createDataFrame([row], schema).createOrReplaceTempView("incoming_task_metrics")
+    spark.sql(
+        """
+        MERGE INTO ops.task_metrics t USING incoming_task_metrics s
+        ON t.job = s.job AND t.interval_start = s.interval_start
+        WHEN MATCHED THEN UPDATE SET *
+        WHEN NOT MATCHED THEN INSERT *
+        """
+    )
+
+
+def snapshot_ids(tables: list[str]) -> dict[str, str]:
+    """Current Iceberg snapshot id of each table (``""`` for a table without snapshots)."""
+    from placerec.catalog import get_catalog
+
+    catalog = get_catalog()
+    out = {}
+    for identifier in tables:
+        snap = catalog.load_table(identifier).current_snapshot()
+        out[identifier] = "" if snap is None else str(snap.snapshot_id)
+    return out
+
+
+def read_at(spark: SparkSession, table: str, snapshots: dict[str, str]) -> DataFrame:
+    """``table`` as of the snapshot recorded in ``snapshots`` (so outputs trace to exactly what they read)."""
+    sid = snapshots.get(table)
+    if not sid:
+        return spark.table(table)
+    return spark.read.option("snapshot-id", sid).table(table)

@@ -1,0 +1,132 @@
+"""Enrichment through the real Airflow: ingest runs trigger enrich_reviews through their Assets.
+
+Two days of demo data (own landing root, days no other test or the demo uses) are ingested by a
+backfill; enrich_reviews then runs with the offline extractor (Kiwi + the real e5 endpoint), builds
+place profiles and search interests. A manual rerun of the same interval makes no endpoint call.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from placerec.airflow_api import AirflowApi
+from placerec.catalog import get_catalog
+from placerec.demo import generate
+from placerec.enrich.embeddings import EmbeddingClient
+from placerec.settings import Settings
+
+from ..conftest import SERVICE_HOME
+
+pytestmark = pytest.mark.integration
+
+FIRST, DAYS = date(2026, 10, 20), 2
+LAST = FIRST + timedelta(days=DAYS - 1)
+LO = datetime(2026, 10, 20, tzinfo=timezone.utc)
+HI = LO + timedelta(days=DAYS)
+JOB = "extract_review_keywords"
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return Settings(home=SERVICE_HOME)
+
+
+@pytest.fixture(scope="module")
+def enriched(settings: Settings) -> dict[str, Any]:
+    """Ingest two days by backfill and wait for the asset-triggered enrich runs to cover them."""
+    api = AirflowApi(settings)
+    api.wait_for_dag("ingest_events")
+    api.wait_for_dag("enrich_reviews")
+    root = SERVICE_HOME / "test-landing" / "enrich-airflow"
+    generate(root, FIRST, DAYS, seed=11, places=120, users=400, events=5000, malformed_rate=0.0)
+    began = datetime.now(timezone.utc)
+    api.set_paused("enrich_reviews", False)
+    api.set_paused("ingest_events", False)
+    for stale in api.active_backfills("ingest_events"):
+        api.wait_backfill(stale["id"], "ingest_events", FIRST, LAST, timeout=1800)
+    backfill = api.create_backfill("ingest_events", FIRST, LAST, reprocess="completed", conf={"landing": str(root)})
+    api.wait_backfill(backfill, "ingest_events", FIRST, LAST, timeout=1800)
+    runs = api.wait_asset_triggered("enrich_reviews", began, lambda: covered(settings) >= {FIRST, LAST}, timeout=1800)
+    return {"api": api, "runs": runs, "began": began}
+
+
+def metrics(settings: Settings) -> list[dict[str, Any]]:
+    table = get_catalog(settings).load_table("ops.task_metrics")
+    return table.scan(row_filter=f"job = '{JOB}'").to_arrow().to_pylist()
+
+
+def covered(settings: Settings) -> set[date]:
+    days = set()
+    for row in metrics(settings):
+        start, end = row["interval_start"], row["interval_end"]
+        d = FIRST
+        while d <= LAST:
+            if start <= datetime(d.year, d.month, d.day, tzinfo=timezone.utc) < end:
+                days.add(d)
+            d += timedelta(days=1)
+    return days
+
+
+def scan(settings: Settings, table: str, row_filter: str = "true", fields: tuple[str, ...] = ("*",)) -> list[dict]:  # type: ignore[type-arg]
+    return (
+        get_catalog(settings)
+        .load_table(table)
+        .scan(row_filter=row_filter, selected_fields=fields)
+        .to_arrow()
+        .to_pylist()
+    )
+
+
+def test_asset_triggered_runs_enrich_every_review(enriched: dict[str, Any], settings: Settings) -> None:
+    runs = enriched["runs"]
+    assert runs and {r["run_type"] for r in runs} <= {"asset_triggered"}
+    window = f"review_ts >= '{LO.isoformat()}' and review_ts < '{HI.isoformat()}'"
+    reviews = {r["review_id"]: r["text"] for r in scan(settings, "raw.reviews", window, ("review_id", "text"))}
+    assert len(reviews) > 20
+    rows = scan(settings, "features.review_keywords", window)
+    quarantined = {
+        json.loads(r["record"])["review_id"]
+        for r in scan(settings, "raw.quarantine", f"job = '{JOB}' and interval_start >= '{LO.isoformat()}'")
+        if LO <= r["interval_start"] < HI
+    }
+    with_keywords = {r["review_id"] for r in rows}
+    assert with_keywords | quarantined == set(reviews)
+    assert not with_keywords & quarantined
+    assert len(with_keywords) >= 0.9 * len(reviews), "the local extractor finds keywords in demo reviews"
+    for r in rows:
+        assert r["evidence"] in reviews[r["review_id"]]
+        assert r["extractor"] == "local" and r["prompt_version"] and r["model"]
+
+
+def test_profiles_and_interests_carry_real_e5_vectors(enriched: dict[str, Any], settings: Settings) -> None:
+    profiles = scan(settings, "features.place_profiles", f"built_for = '{LAST.isoformat()}'")
+    places = scan(settings, "raw.places", fields=("place_id",))
+    assert {p["place_id"] for p in profiles} == {p["place_id"] for p in places}
+    assert all(len(p["embedding"]) == 384 for p in profiles)
+    sample = sorted((p for p in profiles if p["top_keywords"]), key=lambda p: p["place_id"])[:5]
+    assert sample, "no place has review keywords"
+    with EmbeddingClient(settings=settings) as client:
+        direct = client.embed([p["profile_text"] for p in sample], "passage")
+    for p, v in zip(sample, direct, strict=True):
+        dot = sum(a * b for a, b in zip(p["embedding"], v, strict=True))
+        norm = math.sqrt(sum(a * a for a in p["embedding"])) * math.sqrt(sum(b * b for b in v))
+        assert dot / norm > 0.999, p["place_id"]
+        assert any(k in p["profile_text"] for k in p["top_keywords"])
+    interests = scan(settings, "features.user_interests", f"origin = 'search' and built_for = '{LAST.isoformat()}'")
+    assert interests and all(len(u["embedding"]) == 384 for u in interests)
+    assert sum(bool(u["keywords"]) for u in interests) >= 0.8 * len(interests)
+
+
+def test_manual_rerun_of_the_interval_makes_no_call(enriched: dict[str, Any], settings: Settings) -> None:
+    api: AirflowApi = enriched["api"]
+    run_id = api.trigger("enrich_reviews", {"start": LO.isoformat(), "end": HI.isoformat()})
+    assert api.wait_run("enrich_reviews", run_id) == "success"
+    row = next(r for r in metrics(settings) if r["interval_start"] == LO and r["interval_end"] == HI)
+    assert row["run_id"] == run_id
+    assert row["calls"] == 0 and row["cache_hits"] > 0 and row["tokens"] == 0
+    assert json.loads(row["details"])["sent"] == 0
