@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import statistics
 import time
 from datetime import datetime, timedelta, timezone
@@ -28,6 +29,7 @@ NAME = "enrich_throughput"
 TARGET_RATIO = 0.9
 # Pacing and chunking out of the way: this measures concurrency, not the rate limiter.
 RPM, TPM, CHUNK = 100_000_000, 100_000_000_000, 1_000_000
+TAG = re.compile(r"<<<REVIEW-([0-9a-f]{16})>>>")
 NOTES = (
     "Figure from the 'measured' phase: fault server with TCP_NODELAY on its sockets. The stock "
     "tests/fault_server.py leaves Nagle on (socketserver's default); it writes the response headers and "
@@ -183,12 +185,42 @@ def call_phase(
         "job_usage": run.usage,
         "keyword_rows": run.keyword_rows,
         "quarantined": run.quarantined,
+        "partitions_after_call_misses_start": by_partition(records, args.partitions, calls[0][0]),
         "in_flight_mean": round(statistics.fmean(profile), 2) if profile else 0,
         "in_flight_samples_every_0.25s": profile,
         **ramp(records, args.capacity),
         **gaps(records, args.latency),
         **turnaround(records, args.capacity),
     }
+
+
+def by_partition(records: list[Any], partitions: int, t0: float) -> list[dict[str, float]]:
+    """Each Spark partition's first arrival, last response and request count, in seconds after ``t0``.
+
+    ``call_misses`` sorts the misses by content hash and ``parallelize`` slices that list in order, so a
+    request's partition follows from its review's hash; the prompt's boundary tag is that hash's prefix.
+    """
+    from tests.fault_server import review_of
+
+    tagged = []
+    for r in records:
+        match = TAG.search(review_of(r.body))
+        if match and r.responded is not None:
+            tagged.append((match.group(1), r))
+    tagged.sort(key=lambda x: x[0])
+    n = len(tagged)
+    out = []
+    for i in range(partitions):
+        part = [r for _, r in tagged[i * n // partitions : (i + 1) * n // partitions]]
+        if part:
+            out.append(
+                {
+                    "requests": len(part),
+                    "first_arrival_s": round(min(r.arrived for r in part) - t0, 3),
+                    "last_response_s": round(max(r.responded for r in part) - t0, 3),
+                }
+            )
+    return out
 
 
 def main() -> None:

@@ -84,7 +84,8 @@ with DAG(
             "{{ params.budget_tokens }}",
             "--budget-cost",
             "{{ params.budget_cost }}",
-            "{{ '--dry-run' if params.dry_run else '' }}",
+            "--dry-run",
+            "{{ params.dry_run }}",
         ],
         outlets=[table_asset("features.review_keywords")],
     )

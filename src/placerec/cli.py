@@ -127,7 +127,7 @@ def _extractor_options(f):  # type: ignore[no-untyped-def]
     f = click.option("--model", default=None, help="Model name (default: PLACEREC_LLM_MODEL for llm).")(f)
     return click.option(
         "--extractor",
-        type=click.Choice(["local", "llm"]),
+        type=click.Choice(["", "local", "llm"]),
         default=None,
         help="local (offline, Kiwi + e5) or llm (PLACEREC_LLM_BASE_URL); default PLACEREC_KEYWORD_EXTRACTOR.",
     )(f)
@@ -143,7 +143,14 @@ def _blank(value: str | None) -> str | None:
 @_extractor_options
 @click.option("--budget-tokens", default="", help="Stop before this run spends more tokens (prompt + completion).")
 @click.option("--budget-cost", default="", help="Stop before this run spends more USD (price table in settings).")
-@click.option("--dry-run", is_flag=True, help="Only estimate calls, tokens and cost of the cache misses.")
+@click.option(
+    "--dry-run",
+    type=click.BOOL,
+    is_flag=False,
+    flag_value=True,
+    default=False,
+    help="Only estimate calls, tokens and cost of the cache misses (also --dry-run true|false).",
+)
 def extract_review_keywords(
     start: str,
     end: str | None,

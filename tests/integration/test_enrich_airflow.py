@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -37,13 +38,13 @@ def settings() -> Settings:
 
 
 @pytest.fixture(scope="module")
-def enriched(settings: Settings) -> dict[str, Any]:
+def enriched(settings: Settings) -> Iterator[dict[str, Any]]:
     """Ingest two days by backfill and wait for the asset-triggered enrich runs to cover them."""
     api = AirflowApi(settings)
     api.wait_for_dag("ingest_events")
     api.wait_for_dag("enrich_reviews")
     root = SERVICE_HOME / "test-landing" / "enrich-airflow"
-    generate(root, FIRST, DAYS, seed=11, places=120, users=400, events=5000, malformed_rate=0.0)
+    generate(root, FIRST, DAYS, seed=11, places=80, users=250, events=3000, malformed_rate=0.0)
     began = datetime.now(timezone.utc)
     api.set_paused("enrich_reviews", False)
     api.set_paused("ingest_events", False)
@@ -51,8 +52,14 @@ def enriched(settings: Settings) -> dict[str, Any]:
         api.wait_backfill(stale["id"], "ingest_events", FIRST, LAST, timeout=1800)
     backfill = api.create_backfill("ingest_events", FIRST, LAST, reprocess="completed", conf={"landing": str(root)})
     api.wait_backfill(backfill, "ingest_events", FIRST, LAST, timeout=1800)
-    runs = api.wait_asset_triggered("enrich_reviews", began, lambda: covered(settings) >= {FIRST, LAST}, timeout=1800)
-    return {"api": api, "runs": runs, "began": began}
+    try:
+        runs = api.wait_asset_triggered(
+            "enrich_reviews", began, lambda: covered(settings) >= {FIRST, LAST}, timeout=1800
+        )
+        yield {"api": api, "runs": runs, "began": began}
+    finally:
+        # Other tests' ingest runs must not start enrich runs behind their back.
+        api.set_paused("enrich_reviews", True)
 
 
 def metrics(settings: Settings) -> list[dict[str, Any]]:
