@@ -5,10 +5,12 @@ Every path, URL and version the project uses comes from here; nothing else hard-
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 
 def _project_root() -> Path:
@@ -58,6 +60,8 @@ class Settings:
     embeddings_input_type_field: str = "input_type"
     """Request field that tells e5 models query from passage; empty for endpoints that reject it."""
 
+    llm_conn_id: str = "llm_default"
+    """Airflow connection (env form ``AIRFLOW_CONN_LLM_DEFAULT``) giving base URL, key and model."""
     llm_base_url: str = "https://api.openai.com/v1"
     """Any OpenAI-compatible endpoint (OpenAI, HyperCLOVA X, vLLM, Ollama): the ``/v1`` base URL."""
     llm_api_key: str = field(default="", repr=False)
@@ -153,4 +157,48 @@ def get_settings() -> Settings:
         raw = os.environ.get(f"PLACEREC_{f.name.upper()}")
         if raw is not None and raw != "":
             values[f.name] = _coerce(f.type, raw)
+    conn_id = str(values.get("llm_conn_id", Settings.llm_conn_id))
+    for name, value in llm_connection(conn_id).items():
+        values.setdefault(name, value)  # explicit PLACEREC_LLM_* settings win over the connection
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def llm_connection(conn_id: str) -> dict[str, str]:
+    """LLM settings from the Airflow connection ``conn_id`` given as ``AIRFLOW_CONN_<ID>`` (JSON or URI form).
+
+    host (+ schema as path) is the base URL, password the API key, ``model`` in extra (or the URI's
+    query) the model: ``{"conn_type": "openai", "host": "https://api.openai.com/v1", "password": "sk-…",
+    "extra": {"model": "gpt-4o-mini"}}`` or ``openai://:sk-…@api.openai.com/v1?model=gpt-4o-mini``.
+    """
+    raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}", "").strip()
+    if not raw:
+        return {}
+    if raw.startswith("{"):
+        try:
+            conn = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ValueError(f"AIRFLOW_CONN_{conn_id.upper()} is not valid JSON") from None
+        extra = conn.get("extra") or {}
+        if isinstance(extra, str):
+            extra = json.loads(extra or "{}")
+        host = str(conn.get("host") or "")
+        if host and "://" not in host:
+            host = f"https://{host}"
+        if conn.get("port"):
+            host = f"{host.rstrip('/')}:{conn['port']}"
+        if conn.get("schema"):
+            host = f"{host.rstrip('/')}/{str(conn['schema']).lstrip('/')}"
+        found = {"llm_base_url": host, "llm_api_key": str(conn.get("password") or ""), "llm_model": extra.get("model")}
+    else:
+        url = urlsplit(raw)
+        query = dict(parse_qsl(url.query))
+        scheme = query.pop("__scheme", None) or ("http" if url.hostname in ("127.0.0.1", "localhost") else "https")
+        netloc = url.hostname or ""
+        if url.port:
+            netloc = f"{netloc}:{url.port}"
+        found = {
+            "llm_base_url": f"{scheme}://{netloc}{url.path}" if netloc else "",
+            "llm_api_key": unquote(url.password or ""),
+            "llm_model": query.get("model"),
+        }
+    return {k: str(v) for k, v in found.items() if v}

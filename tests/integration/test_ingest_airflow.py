@@ -53,6 +53,7 @@ def landing() -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
 
 
 def run_backfill(api: AirflowApi, root: Path) -> None:
+    api.set_paused("enrich_reviews", True)  # only ingestion is under test here
     api.set_paused("ingest_events", False)
     for stale in api.active_backfills("ingest_events"):
         api.wait_backfill(stale["id"], "ingest_events", FIRST, LAST, timeout=1800)

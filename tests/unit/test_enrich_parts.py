@@ -238,3 +238,30 @@ def test_interest_rows(spark) -> None:  # type: ignore[no-untyped-def]
     assert rows["u1"]["keywords"] == ["성수", "디저트", "조용한 카페"]
     assert rows["u1"]["interest_text"] == "성수, 디저트, 조용한 카페"
     assert rows["u2"]["keywords"] == [] and rows["u2"]["interest_text"] == "ㅋㅋ"
+
+
+# LLM settings from an Airflow connection
+
+
+@pytest.mark.parametrize(
+    "conn",
+    [
+        '{"conn_type": "openai", "host": "https://llm.example/v1", "password": "sk-conn", "extra": {"model": "m-1"}}',
+        "openai://:sk-conn@llm.example/v1?model=m-1",
+    ],
+)
+def test_llm_settings_from_an_airflow_connection(conn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_LLM_DEFAULT", conn)
+    monkeypatch.delenv("PLACEREC_LLM_BASE_URL", raising=False)
+    monkeypatch.delenv("PLACEREC_LLM_API_KEY", raising=False)
+    monkeypatch.delenv("PLACEREC_LLM_MODEL", raising=False)
+    get_settings.cache_clear()
+    try:
+        s = get_settings()
+        assert (s.llm_base_url, s.llm_api_key, s.llm_model) == ("https://llm.example/v1", "sk-conn", "m-1")
+        assert "sk-conn" not in repr(s)
+        monkeypatch.setenv("PLACEREC_LLM_MODEL", "explicit")
+        get_settings.cache_clear()
+        assert get_settings().llm_model == "explicit"
+    finally:
+        get_settings.cache_clear()
