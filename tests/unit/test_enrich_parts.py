@@ -265,3 +265,33 @@ def test_llm_settings_from_an_airflow_connection(conn: str, monkeypatch: pytest.
         assert get_settings().llm_model == "explicit"
     finally:
         get_settings.cache_clear()
+
+
+def test_eval_keywords_refuses_a_worse_prompt_through_the_cli(prompts: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real openai client against the fault server; the registry says v1 scored F1 0.99."""
+    from click.testing import CliRunner
+
+    from placerec.cli import main
+    from placerec.enrich import registry
+    from placerec.enrich.evaluate import goldset_digest, score_key
+    from tests.fault_server import FaultServer
+
+    with FaultServer() as server:
+        for name, value in (("BASE_URL", server.base_url), ("MODEL", "fault-eval"), ("TPM", "100000000")):
+            monkeypatch.setenv(f"PLACEREC_LLM_{name}", value)
+        get_settings.cache_clear()
+        data = registry.load()
+        data["scores"][score_key("llm", "fault-eval", "keywords-v1", goldset_digest())] = {"f1": 0.99}
+        registry.save(data)
+        args = ["eval-keywords", "--extractor", "llm", "--prompt-version", "keywords-v2", "--promote"]
+        refused = CliRunner().invoke(main, args)
+        assert refused.exit_code == 2, refused.output
+        assert "REFUSED" in refused.output and "keywords-v2 scores F1" in refused.output
+        assert registry.promoted_prompt() == "keywords-v1"
+        scores = registry.load()["scores"][score_key("llm", "fault-eval", "keywords-v2", goldset_digest())]
+        assert 0 < scores["f1"] < 0.99 and scores["reviews"] >= 60
+        forced = CliRunner().invoke(main, [*args, "--force"])
+        assert forced.exit_code == 0, forced.output
+        assert "promoted keywords-v2 (was keywords-v1) [forced]" in forced.output
+        assert registry.promoted_prompt() == "keywords-v2" and registry.load()["history"][-1]["forced"] is True
+        assert server.requests >= 2 * 60

@@ -24,6 +24,7 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from placerec.enrich import cache
+from placerec.enrich.budget import PriceTable
 from placerec.enrich.keywords import RESULT_SCHEMA, ExtractorSpec, keyword_worker, resolve_extractor
 from placerec.enrich.vectors import embed_texts
 from placerec.ops import TaskMetrics, interval_filter, read_at, record_metrics, snapshot_ids, write_quarantine
@@ -297,6 +298,7 @@ def run_extract_search_interests(
     ).localCheckpoint()
     day_start = start.replace(hour=0, minute=0, second=0, microsecond=0)
     write_quarantine(quarantine, INTERESTS_JOB, day_start, max(end, day_start + timedelta(days=1)))
+    t_in, t_out = int(stats.usage.get("tokens_in", 0)), int(stats.usage.get("tokens_out", 0))
     details.update(
         users=rows.count(),
         searches=searches.count(),
@@ -319,7 +321,8 @@ def run_extract_search_interests(
         rows_written=details["users"],
         rows_quarantined=details["quarantined"],
         calls=int(stats.usage.get("calls", 0) + estats.usage.get("calls", 0)),
-        tokens=int(stats.usage.get("tokens_in", 0) + stats.usage.get("tokens_out", 0)),
+        tokens=int(t_in + t_out),
+        cost=PriceTable.from_spec(s.llm_prices).cost(spec.model, t_in, t_out) if spec.kind == "llm" else 0.0,
     )
     return details
 
