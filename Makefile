@@ -49,5 +49,10 @@ format: setup ## apply ruff fixes and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
+bench: up ## benchmarks (figures, not pass/fail): results in bench/results/*.json
+	$(RUN) python bench/enrich_throughput.py
+	$(RUN) python bench/embeddings_throughput.py
+	$(RUN) python bench/enrich_replay.py
+
 clean: down ## stop services and delete the state folder (.local: caches, tables, logs)
 	rm -rf .local

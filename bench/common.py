@@ -86,6 +86,17 @@ def timed_calls(module: Any, name: str, log: list[tuple[float, float]]) -> Itera
         setattr(module, name, original)
 
 
+@contextmanager
+def patched(module: Any, name: str, value: Any) -> Iterator[None]:
+    """``module.name = value`` while inside (a benchmark's instrumentation, never a change of behaviour)."""
+    original = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
 def machine() -> dict[str, Any]:
     """CPU count and model, RAM, Python and platform: what a figure depends on."""
     model = ""

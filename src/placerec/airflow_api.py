@@ -187,11 +187,20 @@ class AirflowApi:
         body = {"logical_date": None, "conf": conf or {}}
         return str(self._call(f"/dags/{dag_id}/dagRuns", method="POST", body=body)["dag_run_id"])
 
-    def wait_run(self, dag_id: str, run_id: str, timeout: float = 1800.0) -> str:
+    def wait_run(
+        self, dag_id: str, run_id: str, timeout: float = 1800.0, progress: Callable[[str], None] | None = None
+    ) -> str:
         """Wait for one run to finish; returns its final state."""
         deadline = time.monotonic() + timeout
+        last_report = ""
         while True:
             state = str(self._call(f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
+            if progress:
+                tasks = self.task_instances(dag_id, run_id)
+                report = ", ".join(f"{t['task_id']}={t['state']}" for t in tasks)
+                if report != last_report:
+                    progress(report)
+                    last_report = report
             if state in TERMINAL_STATES:
                 return state
             if time.monotonic() > deadline:

@@ -386,7 +386,7 @@ def import_nsmc(path: Path, limit: int | None, out: str) -> None:
 @click.option("--start", default="2026-11-01", show_default=True, help="First day (YYYY-MM-DD).")
 @click.option("--timeout", default=3600, show_default=True, help="Seconds to wait for the backfill.")
 def demo(days: int, seed: int, start: str, timeout: int) -> None:
-    """Demo data for N days, ingested by an Airflow backfill; enrich_reviews follows on the ingest Assets."""
+    """Demo data for N days, ingested by an Airflow backfill, then enriched by one enrich_reviews run for them all."""
     from placerec.airflow_api import AirflowApi
     from placerec.catalog import get_catalog
     from placerec.demo import generate
@@ -404,8 +404,9 @@ def demo(days: int, seed: int, start: str, timeout: int) -> None:
     api = AirflowApi(settings)
     api.wait_for_dag("ingest_events")
     api.wait_for_dag("enrich_reviews")
-    # Unpaused first, so the ingest runs' Asset events trigger it as they land.
-    api.set_paused("enrich_reviews", False)
+    # One enrich run over the whole backfill instead of one per day (each would rebuild every
+    # profile): paused, the DAG ignores the ingest runs' Asset events; it is unpaused afterwards.
+    api.set_paused("enrich_reviews", True)
     api.set_paused("ingest_events", False)
     for stale in api.active_backfills("ingest_events"):
         click.echo(f"waiting for backfill {stale['id']} started earlier")
@@ -416,15 +417,13 @@ def demo(days: int, seed: int, start: str, timeout: int) -> None:
         backfill_id, "ingest_events", first, last, timeout=timeout, progress=lambda s: click.echo(f"  {s}")
     )
     click.echo(format_ingestion(ingestion_by_day(first, last)))
-    wanted = {first + timedelta(n) for n in range(days)}
-    click.echo("enrich_reviews: triggered by the ingest Assets; waiting for its runs")
-    api.wait_asset_triggered(
-        "enrich_reviews",
-        began,
-        lambda: wanted <= enrichment_summary(first, last).days_covered,
-        timeout=timeout,
-        progress=lambda s: click.echo(f"  {s}"),
-    )
+    api.set_paused("enrich_reviews", False)
+    end = last + timedelta(days=1)
+    run_id = api.trigger("enrich_reviews", {"start": first.isoformat(), "end": end.isoformat()})
+    click.echo(f"enrich_reviews {run_id}: {first} .. {last}; from now on each ingest run triggers it (Assets)")
+    state = api.wait_run("enrich_reviews", run_id, timeout=timeout, progress=lambda s: click.echo(f"  {s}"))
+    if state != "success":
+        raise click.ClickException(f"enrich_reviews run {run_id} ended {state}: see its task logs in the UI")
     click.echo(format_enrichment(enrichment_summary(first, last)))
     seconds = (datetime.now(timezone.utc) - began).total_seconds()
     click.echo(f"done in {seconds:.0f}s; Airflow UI: {settings.airflow_url}/dags/enrich_reviews")
