@@ -169,7 +169,12 @@ def main() -> None:
         "ingest_s": ingest_s,
         "server_faults": faults,
         "per_day": per_day,
-        "notes": "",
+        "notes": (
+            "wall_s is timed around run_extract_review_keywords; job_seconds is the job's own figure (what "
+            "ops.task_metrics records), which stops before the metrics MERGE. phases_s: ensure_tables, "
+            "call_misses (the endpoint calls and cache appends), table_overwrites (features.review_keywords and "
+            "raw.quarantine), record_metrics; rest is reading, joins and counts."
+        ),
     }
     path = common.write_result(result)
     print(

@@ -58,7 +58,10 @@ with DAG(
     schedule=[table_asset("raw.reviews"), table_asset("raw.events")],
     start_date=pendulum.datetime(2026, 10, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=1,
+    # Not 1: Airflow 3.3 creates no asset-triggered run while the DAG is at max_active_runs, and the
+    # run it creates afterwards consumes only the events up to the first queued one; the later
+    # events' intervals would never be enriched. Runs own disjoint intervals, so they may overlap.
+    max_active_runs=8,
     default_args=DEFAULT_ARGS,
     tags=["placerec", "enrich"],
     user_defined_macros=USER_DEFINED_MACROS,

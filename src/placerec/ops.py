@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
+
+
+_MERGE_ATTEMPTS = 5
+_CONFLICT_MARKERS = ("CommitFailedException", "ValidationException", "conflicting files", "Missing required files")
 
 
 def interval_filter(column: str, start: datetime, end: datetime) -> Column:
@@ -72,14 +77,22 @@ def record_metrics(spark: SparkSession, m: TaskMetrics) -> None:
     )
     schema = spark.table("ops.task_metrics").schema
     spark.createDataFrame([row], schema).createOrReplaceTempView("incoming_task_metrics")
-    spark.sql(
-        """
+    merge = """
         MERGE INTO ops.task_metrics t USING incoming_task_metrics s
         ON t.job = s.job AND t.interval_start = s.interval_start
         WHEN MATCHED THEN UPDATE SET *
         WHEN NOT MATCHED THEN INSERT *
-        """
-    )
+    """
+    for attempt in range(_MERGE_ATTEMPTS):
+        try:
+            spark.sql(merge)
+            return
+        except Exception as exc:
+            # Runs of one job for other intervals may rewrite the same small data file at the same
+            # time; Iceberg refuses the later commit. The row is ours alone: merge it again.
+            if attempt + 1 == _MERGE_ATTEMPTS or not any(m in str(exc) for m in _CONFLICT_MARKERS):
+                raise
+            time.sleep(1 + attempt)
 
 
 def snapshot_ids(tables: list[str]) -> dict[str, str]:
