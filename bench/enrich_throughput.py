@@ -35,8 +35,11 @@ NOTES = (
     "tests/fault_server.py leaves Nagle on (socketserver's default); it writes the response headers and "
     "body in two sends, so the body waits for the client's delayed ACK (~40 ms on Linux loopback): every "
     "request then takes latency + ~40 ms and no client can reach capacity/latency. The 'stock_server' "
-    "phase shows that. A warm-up job (2 x capacity reviews) runs first so Python worker start-up is not "
-    "charged to the measured job."
+    "phase shows that. A warm-up job (2 x capacity reviews) runs first; the measured job, the session's "
+    "second, still gets freshly forked Python workers (Spark reuses workers only from the third job on), "
+    "which is the 5-7 s in job_phases_s.call_misses_start_to_first_request; that is outside the figure's "
+    "span (first arrival to last response) but inside job_seconds. control_no_spark runs the job's client "
+    "(KeywordExtractor.extract_many) in plain processes, same split, same server: what Spark adds or not."
 )
 PHRASES = [
     "분위기가 아늑하고 조용해요",
@@ -194,6 +197,60 @@ def call_phase(
     }
 
 
+def _control_worker(
+    base_url: str, model: str, version: str, texts: list[str], concurrency: int, start_at: float
+) -> float:
+    """One process of the no-Spark control: the job's extractor on its share; returns its CPU seconds."""
+    from placerec.enrich.llm import KeywordExtractor
+
+    extractor = KeywordExtractor(
+        base_url=base_url, model=model, prompt_version=version, rpm=RPM, tpm=TPM, concurrency=concurrency
+    )
+    time.sleep(max(0.0, start_at - time.monotonic()))  # both processes start together (CLOCK_MONOTONIC)
+    began = time.process_time()
+    try:
+        extractor.extract_many(texts)
+    finally:
+        extractor.close()
+    return time.process_time() - began
+
+
+def control_no_spark(args: argparse.Namespace, model: str) -> dict[str, Any]:
+    """The same client (KeywordExtractor.extract_many) in ``partitions`` plain processes, no Spark."""
+    import multiprocessing
+
+    from tests.fault_server import FaultServer
+
+    from placerec.enrich.keywords import resolve_extractor
+
+    version = resolve_extractor("llm").prompt_version  # the prompt the job uses
+    per = max(1, args.capacity // args.partitions)
+    texts = [f"{t} 대조군" for t in review_texts(args.reviews)]
+    shares = [texts[i :: args.partitions] for i in range(args.partitions)]
+    with FaultServer(latency_s=args.latency, max_concurrent=args.capacity, max_lifetime_s=600) as server:
+        server._httpd.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
+        start_at = time.monotonic() + 15.0  # time for the spawned processes to import openai
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that holds a JVM gateway
+        with ctx.Pool(args.partitions) as pool:
+            jobs = [(server.base_url, model, version, share, per, start_at) for share in shares]
+            cpu = pool.starmap(_control_worker, jobs)
+        records = list(server.records)
+        over_capacity = server.over_capacity
+    first_arrival = min(r.arrived for r in records)
+    last_response = max(r.responded for r in records if r.responded)
+    achieved = len(records) / (last_response - first_arrival)
+    return {
+        "requests_per_s": round(achieved, 2),
+        "ratio": round(achieved / (args.capacity / args.latency), 3),
+        "processes": args.partitions,
+        "threads_per_process": per,
+        "server_requests": len(records),
+        "over_capacity_429": over_capacity,
+        "client_cpu_ms_per_request": round(1000 * sum(cpu) / len(records), 2),
+        **turnaround(records, args.capacity),
+    }
+
+
 def by_partition(records: list[Any], partitions: int, t0: float) -> list[dict[str, float]]:
     """Each Spark partition's first arrival, last response and request count, in seconds after ``t0``.
 
@@ -248,7 +305,7 @@ def main() -> None:
             common.write_review_landing(landing, days["measured"], review_texts(args.reviews), "tp")
             common.write_review_landing(landing, days["stock_server"], review_texts(args.reviews), "stock")
             run_ingest(spark, landing, warm_day, warm_day + timedelta(days=3), run_id="bench")
-            # The first job of a session starts the Python workers and imports openai in them.
+            # The first jobs of a session start Python workers, which import openai (see NOTES).
             warmup = call_phase(
                 spark, days["warmup"], 2 * args.capacity, args, model=f"bench-warm-{stamp}", nodelay=True
             )
@@ -256,6 +313,7 @@ def main() -> None:
             stock = call_phase(
                 spark, days["stock_server"], args.reviews, args, model=f"bench-stock-{stamp}", nodelay=False
             )
+            control = control_no_spark(args, model=f"bench-control-{stamp}")
         finally:
             spark.stop()
 
@@ -288,6 +346,7 @@ def main() -> None:
         "spark_start_s": round(spark_start_s, 3),
         "measured": measured,
         "stock_server": stock,
+        "control_no_spark": control,
         "warmup": {k: v for k, v in warmup.items() if k != "in_flight_samples_every_0.25s"},
         "notes": NOTES,
     }
@@ -297,7 +356,8 @@ def main() -> None:
         f"{measured['server_requests']} requests in {measured['call_span_s']:.1f} s, "
         f"job {measured['job_seconds']:.1f} s, "
         f"429 over capacity {measured['over_capacity_429']}, max in flight {measured['max_in_flight']}; "
-        f"stock fault server (Nagle on): {stock['requests_per_s']:.1f} req/s (ratio {stock['ratio']:.3f}) → {path}"
+        f"stock fault server (Nagle on): {stock['requests_per_s']:.1f} req/s (ratio {stock['ratio']:.3f}); "
+        f"same client without Spark: {control['requests_per_s']:.1f} req/s (ratio {control['ratio']:.3f}) → {path}"
     )
 
 
