@@ -36,8 +36,8 @@ NOTES = (
     "body in two sends, so the body waits for the client's delayed ACK (~40 ms on Linux loopback): every "
     "request then takes latency + ~40 ms and no client can reach capacity/latency. The 'stock_server' "
     "phase shows that. A warm-up job (2 x capacity reviews) runs first; the measured job, the session's "
-    "second, still gets freshly forked Python workers (Spark reuses workers only from the third job on), "
-    "which is the 5-7 s in job_phases_s.call_misses_start_to_first_request; that is outside the figure's "
+    "second, still gets freshly forked Python workers (Spark reuses workers only from the third job on): "
+    "the 2-7 s (more under load) of job_phases_s.call_misses_start_to_first_request, outside the figure's "
     "span (first arrival to last response) but inside job_seconds. control_no_spark runs the job's client "
     "(KeywordExtractor.extract_many) in plain processes, same split, same server: what Spark adds or not."
 )
