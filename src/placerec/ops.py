@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -36,6 +36,32 @@ def write_quarantine(rows: DataFrame, job: str, start: datetime, end: datetime |
     else:
         cond = cond & interval_filter("interval_start", start, end)
     rows.writeTo("raw.quarantine").overwrite(cond)
+
+
+def day_quarantine_rows(failed: DataFrame, job: str, feed: str, ts_column: str, record: Column) -> DataFrame:
+    """Rows of ``failed`` (with ``error`` = ``<reason>: <detail>``, source_file, source_line) as quarantine
+    rows keyed by the day of ``ts_column``, so a multi-day run and later single-day reruns own the same rows."""
+    from pyspark.sql import functions as F
+
+    day = F.date_trunc("day", ts_column)
+    return failed.select(
+        F.lit(job).alias("job"),
+        day.alias("interval_start"),
+        (day + F.expr("INTERVAL 1 DAY")).alias("interval_end"),
+        F.lit(feed).alias("feed"),
+        "source_file",
+        "source_line",
+        F.split("error", ":", 2).getItem(0).alias("reason"),
+        F.trim(F.split("error", ":", 2).getItem(1)).alias("detail"),
+        record.alias("record"),
+        F.length(record).cast("long").alias("record_bytes"),
+    )
+
+
+def write_day_quarantine(rows: DataFrame, job: str, start: datetime, end: datetime) -> None:
+    """Replace a job's per-day quarantine rows for every day ``[start, end)`` touches."""
+    day_start = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    write_quarantine(rows, job, day_start, max(end, day_start + timedelta(days=1)))
 
 
 @dataclass

@@ -86,6 +86,11 @@ class CallStats:
     chunks: int = 0
     seconds: float = 0.0
 
+    def transient_frame(self, spark: SparkSession, key: str, reason: str) -> DataFrame:
+        """The transient failures as a DataFrame ``(key, reason)`` (typed even when empty)."""
+        rows = sorted(self.transient.items()) or [("", "")]
+        return spark.createDataFrame(rows, f"{key} string, {reason} string").where(f"{key} != ''")
+
     def add_usage(self, usage: dict[str, float]) -> None:
         for k, v in usage.items():
             if isinstance(v, (int, float)):

@@ -17,17 +17,17 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from placerec.enrich import cache
 from placerec.enrich.budget import Budget, PriceTable
 from placerec.enrich.llm import KeywordResult, estimate_tokens, load_prompt
-from placerec.ops import TaskMetrics, interval_filter, record_metrics, write_quarantine
+from placerec.ops import TaskMetrics, day_quarantine_rows, interval_filter, record_metrics, write_day_quarantine
 from placerec.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -215,10 +215,10 @@ class KeywordRun:
         return asdict(self)
 
 
-def _quarantine_rows(failed: DataFrame) -> DataFrame:
+def _quarantine_record() -> Column:
     from pyspark.sql import functions as F
 
-    record = F.to_json(
+    return F.to_json(
         F.struct(
             "review_id",
             "place_id",
@@ -226,19 +226,6 @@ def _quarantine_rows(failed: DataFrame) -> DataFrame:
             "content_hash",
             F.substring("text", 1, _RECORD_TEXT_CHARS).alias("text"),
         )
-    )
-    day = F.date_trunc("day", "review_ts")
-    return failed.select(
-        F.lit(JOB).alias("job"),
-        day.alias("interval_start"),
-        (day + F.expr("INTERVAL 1 DAY")).alias("interval_end"),
-        F.lit("reviews").alias("feed"),
-        "source_file",
-        "source_line",
-        F.split("error", ":", 2).getItem(0).alias("reason"),
-        F.trim(F.split("error", ":", 2).getItem(1)).alias("detail"),
-        record.alias("record"),
-        F.length(record).cast("long").alias("record_bytes"),
     )
 
 
@@ -341,9 +328,7 @@ def run_extract_review_keywords(
     run.cost = round(prices.cost(spec.model, t_in, t_out), 6) if spec.kind == "llm" else 0.0
 
     cached = cache.lookup(spark, cache.KEYWORDS, spec.model, spec.prompt_version).select("content_hash", "result")
-    transient_df = spark.createDataFrame(
-        sorted(stats.transient.items()) or [("", "")], "content_hash string, transient string"
-    ).where("content_hash != ''")
+    transient_df = stats.transient_frame(spark, "content_hash", "transient")
     joined = (
         reviews.join(cached, "content_hash", "left")
         .join(transient_df, "content_hash", "left")
@@ -384,10 +369,10 @@ def run_extract_review_keywords(
     run.reviews_with_keywords = keywords.select("review_id").distinct().count()
     keywords.writeTo("features.review_keywords").overwrite(interval_filter("review_ts", start, end))
 
-    quarantine = _quarantine_rows(joined.where(F.col("error").isNotNull())).localCheckpoint()
+    failed = joined.where(F.col("error").isNotNull())
+    quarantine = day_quarantine_rows(failed, JOB, "reviews", "review_ts", _quarantine_record()).localCheckpoint()
     run.quarantined = {r["reason"]: int(r["count"]) for r in quarantine.groupBy("reason").count().collect()}
-    day_start = start.replace(hour=0, minute=0, second=0, microsecond=0)
-    write_quarantine(quarantine, JOB, day_start, end if end > day_start else day_start + timedelta(days=1))
+    write_day_quarantine(quarantine, JOB, start, end)
 
     run.seconds = time.monotonic() - began
     record_metrics(

@@ -27,7 +27,15 @@ from placerec.enrich import cache
 from placerec.enrich.budget import PriceTable
 from placerec.enrich.keywords import RESULT_SCHEMA, ExtractorSpec, keyword_worker, resolve_extractor
 from placerec.enrich.vectors import embed_texts
-from placerec.ops import TaskMetrics, interval_filter, read_at, record_metrics, snapshot_ids, write_quarantine
+from placerec.ops import (
+    TaskMetrics,
+    day_quarantine_rows,
+    interval_filter,
+    read_at,
+    record_metrics,
+    snapshot_ids,
+    write_day_quarantine,
+)
 from placerec.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -273,37 +281,23 @@ def run_extract_search_interests(
     )
 
     # Queries without keywords (rejected, or left for a later run) are accounted for, per search day.
-    transient = spark.createDataFrame(
-        sorted(stats.transient.items()) or [("", "")], "query_hash string, error string"
-    ).where("query_hash != ''")
+    transient = stats.transient_frame(spark, "query_hash", "error")
     failed = (
         results.where(F.col("r.error").isNotNull())
         .select("query_hash", F.col("r.error").alias("error"))
         .unionByName(transient)
         .join(searches.where(interval_filter("event_ts", start, end)), "query_hash")
     )
-    day = F.date_trunc("day", "event_ts")
     record = F.to_json(F.struct("user_id", "query", "query_hash"))
-    quarantine = failed.select(
-        F.lit(INTERESTS_JOB).alias("job"),
-        day.alias("interval_start"),
-        (day + F.expr("INTERVAL 1 DAY")).alias("interval_end"),
-        F.lit("events").alias("feed"),
-        "source_file",
-        "source_line",
-        F.split("error", ":", 2).getItem(0).alias("reason"),
-        F.trim(F.split("error", ":", 2).getItem(1)).alias("detail"),
-        record.alias("record"),
-        F.length(record).cast("long").alias("record_bytes"),
-    ).localCheckpoint()
-    day_start = start.replace(hour=0, minute=0, second=0, microsecond=0)
-    write_quarantine(quarantine, INTERESTS_JOB, day_start, max(end, day_start + timedelta(days=1)))
+    quarantine = day_quarantine_rows(failed, INTERESTS_JOB, "events", "event_ts", record).localCheckpoint()
+    write_day_quarantine(quarantine, INTERESTS_JOB, start, end)
     t_in, t_out = int(stats.usage.get("tokens_in", 0)), int(stats.usage.get("tokens_out", 0))
+    n_queries = queries.count()
     details.update(
         users=rows.count(),
         searches=searches.count(),
-        queries=queries.count(),
-        query_cache_hits=queries.count() - len(misses),
+        queries=n_queries,
+        query_cache_hits=n_queries - len(misses),
         extracted=stats.cached,
         embedded=estats.cached,
         embedding_cache_hits=hits,
