@@ -13,6 +13,8 @@ the ingest runs that triggered it (or the `start`/`end` Params of a manual run):
    embedding (cached) → `features.place_profiles`, as of the interval end.
 3. **extract_search_interests**: search queries → interest keywords (same extractor and cache) →
    embedding per user → `features.user_interests` (cold start).
+4. **announce_features**: emits the `features.place_profiles` and `features.user_interests` Assets
+   with the interval in the events' extra (`train_hybrid` runs on them).
 
 Params: `extractor` (local = offline Kiwi + e5; llm = the OpenAI-compatible endpoint in
 `PLACEREC_LLM_*`), `model`, `prompt_version`, `budget_tokens` / `budget_cost` (stop before the run
@@ -28,6 +30,7 @@ from airflow.sdk import DAG, Param
 from placerec.orchestration import (
     DEFAULT_ARGS,
     USER_DEFINED_MACROS,
+    announce,
     resolve_interval,
     spark_job,
     table_asset,
@@ -93,16 +96,12 @@ with DAG(
         outlets=[table_asset("features.review_keywords")],
     )
     go_on = unless_dry_run()
-    profiles = spark_job(
-        task_id="build_place_profiles",
-        job="build_place_profiles",
-        args=INTERVAL,
-        outlets=[table_asset("features.place_profiles")],
-    )
+    profiles = spark_job(task_id="build_place_profiles", job="build_place_profiles", args=INTERVAL)
     interests = spark_job(
-        task_id="extract_search_interests",
-        job="extract_search_interests",
-        args=[*INTERVAL, *EXTRACTOR],
-        outlets=[table_asset("features.user_interests")],
+        task_id="extract_search_interests", job="extract_search_interests", args=[*INTERVAL, *EXTRACTOR]
     )
-    interval >> keywords >> go_on >> [profiles, interests]
+    # One event per asset per run, carrying the interval (this run has none of its own for train to inherit).
+    done = announce(
+        "announce_features", [table_asset("features.place_profiles"), table_asset("features.user_interests")]
+    )
+    interval >> keywords >> go_on >> [profiles, interests] >> done

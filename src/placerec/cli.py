@@ -151,6 +151,12 @@ def _blank(value: str | None) -> str | None:
     default=False,
     help="Only estimate calls, tokens and cost of the cache misses (also --dry-run true|false).",
 )
+@click.option(
+    "--max-per-place",
+    type=int,
+    default=None,
+    help="Sample a history backfill: only each place's newest N reviews of the interval (rest left for later).",
+)
 def extract_review_keywords(
     start: str,
     end: str | None,
@@ -161,6 +167,7 @@ def extract_review_keywords(
     budget_tokens: str,
     budget_cost: str,
     dry_run: bool,
+    max_per_place: int | None,
 ) -> None:
     """Keywords of the interval's reviews (only texts not in ops.llm_cache are sent) into features.review_keywords."""
     from placerec.enrich.keywords import JOB, resolve_extractor, run_extract_review_keywords
@@ -175,7 +182,15 @@ def extract_review_keywords(
     spark = get_spark(JOB, settings)
     try:
         run = run_extract_review_keywords(
-            spark, begin, finish, run_id=run_id, spec=spec, budget_tokens=tokens, budget_cost=cost, dry_run=dry_run
+            spark,
+            begin,
+            finish,
+            run_id=run_id,
+            spec=spec,
+            budget_tokens=tokens,
+            budget_cost=cost,
+            dry_run=dry_run,
+            max_per_place=max_per_place,
         )
     finally:
         spark.stop()
@@ -303,6 +318,63 @@ def eval_keywords(
     click.echo(f"promoted {spec.prompt_version} (was {replaced})" + (" [forced]" if candidate["f1"] < baseline else ""))
 
 
+@main.command("build-interactions")
+@_interval_options
+def build_interactions(start: str, end: str | None, run_id: str) -> None:
+    """Weighted, time-decayed user-place signal as of the interval end into features.interactions."""
+    from placerec.model.interactions import JOB, run_build_interactions
+    from placerec.settings import get_settings
+    from placerec.spark import get_spark
+
+    settings = get_settings()
+    begin, finish = _interval(start, end)
+    spark = get_spark(JOB, settings)
+    try:
+        details = run_build_interactions(spark, begin, finish, run_id=run_id)
+    finally:
+        spark.stop()
+    click.echo(json.dumps(details, ensure_ascii=False, sort_keys=True, default=str))
+
+
+@main.command("train-hybrid")
+@_interval_options
+@click.option(
+    "--force",
+    type=click.BOOL,
+    default=False,
+    show_default=True,
+    help="Promote even if the gate refuses (recorded as forced in model.runs).",
+)
+@click.option(
+    "--methods",
+    default="",
+    help="Methods to evaluate, comma-separated (default all: hybrid,popularity,cf,content,ease,implicit_als).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run's full record as JSON.")
+def train_hybrid(start: str, end: str | None, run_id: str, force: bool, methods: str, as_json: bool) -> None:
+    """Fit the hybrid (ALS + content + prior), evaluate on a time split, gate, write top-K lists.
+
+    The test span is the last PLACEREC_TRAIN_TEST_DAYS of the interval's history up to --end.
+    """
+    from placerec.model.train import JOB, METHODS, run_train_hybrid
+    from placerec.report import format_training
+    from placerec.settings import get_settings
+    from placerec.spark import get_spark
+
+    settings = get_settings()
+    begin, finish = _interval(start, end)
+    spark = get_spark(JOB, settings)
+    try:
+        chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) or METHODS
+        details = run_train_hybrid(spark, begin, finish, run_id=run_id, force=force, methods=chosen)
+    finally:
+        spark.stop()
+    if as_json:
+        click.echo(json.dumps(details, ensure_ascii=False, sort_keys=True, default=str))
+    else:
+        click.echo(format_training(details))
+
+
 @main.command("create-tables")
 def create_tables() -> None:
     """Create every Iceberg namespace and table that does not exist yet."""
@@ -386,11 +458,21 @@ def import_nsmc(path: Path, limit: int | None, out: str) -> None:
 @click.option("--start", default="2026-11-01", show_default=True, help="First day (YYYY-MM-DD).")
 @click.option("--timeout", default=3600, show_default=True, help="Seconds to wait for the backfill.")
 def demo(days: int, seed: int, start: str, timeout: int) -> None:
-    """Demo data for N days, ingested by an Airflow backfill, then enriched by one enrich_reviews run for them all."""
+    """Demo data for N days: ingested by an Airflow backfill, enriched by one enrich_reviews run, then trained.
+
+    The enrich run's features Assets trigger train_hybrid (evaluated on the last day, gated).
+    """
     from placerec.airflow_api import AirflowApi
     from placerec.catalog import get_catalog
     from placerec.demo import generate
-    from placerec.report import enrichment_summary, format_enrichment, format_ingestion, ingestion_by_day
+    from placerec.report import (
+        enrichment_summary,
+        format_enrichment,
+        format_ingestion,
+        format_training,
+        ingestion_by_day,
+        training_run,
+    )
     from placerec.settings import get_settings
     from placerec.tables import ensure_tables
 
@@ -404,6 +486,7 @@ def demo(days: int, seed: int, start: str, timeout: int) -> None:
     api = AirflowApi(settings)
     api.wait_for_dag("ingest_events")
     api.wait_for_dag("enrich_reviews")
+    api.wait_for_dag("train_hybrid")
     # One enrich run over the whole backfill instead of one per day (each would rebuild every
     # profile): paused, the DAG ignores the ingest runs' Asset events; it is unpaused afterwards.
     api.set_paused("enrich_reviews", True)
@@ -418,15 +501,28 @@ def demo(days: int, seed: int, start: str, timeout: int) -> None:
     )
     click.echo(format_ingestion(ingestion_by_day(first, last)))
     api.set_paused("enrich_reviews", False)
+    api.set_paused("train_hybrid", False)
     end = last + timedelta(days=1)
+    enriched_at = datetime.now(timezone.utc)
     run_id = api.trigger("enrich_reviews", {"start": first.isoformat(), "end": end.isoformat()})
     click.echo(f"enrich_reviews {run_id}: {first} .. {last}; from now on each ingest run triggers it (Assets)")
     state = api.wait_run("enrich_reviews", run_id, timeout=timeout, progress=lambda s: click.echo(f"  {s}"))
     if state != "success":
         raise click.ClickException(f"enrich_reviews run {run_id} ended {state}: see its task logs in the UI")
     click.echo(format_enrichment(enrichment_summary(first, last)))
+    click.echo("train_hybrid: triggered by the enrich run's features Assets")
+    api.wait_asset_triggered(
+        "train_hybrid",
+        enriched_at,
+        lambda: training_run(first, settings) is not None,
+        timeout=timeout,
+        progress=lambda s: click.echo(f"  {s}"),
+    )
+    trained = training_run(first, settings)
+    assert trained is not None
+    click.echo(format_training(trained))
     seconds = (datetime.now(timezone.utc) - began).total_seconds()
-    click.echo(f"done in {seconds:.0f}s; Airflow UI: {settings.airflow_url}/dags/enrich_reviews")
+    click.echo(f"done in {seconds:.0f}s; Airflow UI: {settings.airflow_url}/dags/train_hybrid")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ paths and settings are resolved when a task renders its templates, inside the wo
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -83,7 +84,8 @@ def interval_from_context(
 
     Order: the ``start``/``end`` Params when given; else the run's own non-empty data interval
     (scheduled or backfill runs); else the span of the data intervals of the runs that produced the
-    triggering asset events (Airflow 3 gives asset-triggered runs no interval of their own).
+    triggering asset events (Airflow 3 gives asset-triggered runs no interval of their own), or the
+    interval an asset-triggered producer announced in the events' ``extra`` (see ``announce``).
     """
     if params.get("start"):
         start = _aware(params["start"])
@@ -94,8 +96,12 @@ def interval_from_context(
     starts, ends = [], []
     for events in (triggering_asset_events or {}).values():
         for event in events:
+            extra = getattr(event, "extra", None) or {}
             run = event.source_dag_run
-            if run is not None and run.data_interval_start is not None and run.data_interval_end is not None:
+            if extra.get("start") and extra.get("end"):  # announced by the producing DAG (``announce``)
+                starts.append(_aware(extra["start"]))
+                ends.append(_aware(extra["end"]))
+            elif run is not None and run.data_interval_start is not None and run.data_interval_end is not None:
                 starts.append(_aware(run.data_interval_start))
                 ends.append(_aware(run.data_interval_end))
     if not starts:
@@ -131,3 +137,55 @@ def resolve_interval(**context: Any) -> dict[str, str]:
 def unless_dry_run(**context: Any) -> bool:
     """Task: stop the downstream tasks of a dry run (they would build from data the dry run did not write)."""
     return not (context.get("params") or {}).get("dry_run", False)
+
+
+def announce(task_id: str, assets: list[Asset]) -> Any:
+    """Task: emit ``assets`` with the run's interval in the events' ``extra``.
+
+    A DAG that is itself asset-triggered has no data interval for its consumers to inherit; this
+    hands the resolved one on (``interval_from_context`` reads it).
+    """
+
+    @task(task_id=task_id, outlets=assets)
+    def _announce(**context: Any) -> dict[str, str]:
+        interval = context["ti"].xcom_pull(task_ids="resolve_interval")
+        for asset in assets:
+            context["outlet_events"][asset].extra = dict(interval)
+        return dict(interval)
+
+    return _announce()
+
+
+@task.short_circuit(task_id="if_promoted")
+def if_promoted(**context: Any) -> bool:
+    """Task: go on only if this interval's ``train_hybrid`` run promoted its model (``ops.task_metrics``)."""
+    from placerec.catalog import get_catalog
+
+    interval = context["ti"].xcom_pull(task_ids="resolve_interval")
+    start = _aware(interval["start"])
+    table = get_catalog().load_table("ops.task_metrics")
+    rows = table.scan(row_filter="job = 'train_hybrid'", selected_fields=("interval_start", "details")).to_arrow()
+    for row_start, details in zip(
+        rows.column("interval_start").to_pylist(), rows.column("details").to_pylist(), strict=True
+    ):
+        if row_start is not None and _aware(row_start) == start:
+            found = json.loads(details or "{}")
+            context["ti"].xcom_push(key="model_version", value=found.get("model_version"))
+            return bool(found.get("promoted"))
+    raise ValueError(f"no train_hybrid metrics for the interval starting {start.isoformat()}")
+
+
+def announce_promoted(task_id: str, asset: Asset) -> Any:
+    """Task (after ``if_promoted``): emit ``asset`` with the interval and the promoted model version."""
+
+    @task(task_id=task_id, outlets=[asset])
+    def _announce(**context: Any) -> dict[str, str]:
+        ti = context["ti"]
+        extra = {
+            **ti.xcom_pull(task_ids="resolve_interval"),
+            "model_version": ti.xcom_pull(task_ids="if_promoted", key="model_version"),
+        }
+        context["outlet_events"][asset].extra = extra
+        return extra
+
+    return _announce()

@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
 
 from placerec.catalog import get_catalog
 from placerec.settings import Settings
@@ -162,4 +163,35 @@ def format_enrichment(s: EnrichSummary) -> str:
         f"search-interest users: {s.interest_users}",
     ]
     lines += [f"  {pid}: {', '.join(kws)}" for pid, kws in s.examples]
+    return "\n".join(lines)
+
+
+def training_run(first: date, settings: Settings | None = None) -> dict[str, Any] | None:
+    """The ``details`` train_hybrid recorded for the interval starting ``first`` (None: no run yet)."""
+    catalog = get_catalog(settings)
+    rows = (
+        load_table(catalog, "ops.task_metrics")
+        .scan(row_filter=f"job = 'train_hybrid' and interval_start = '{_ts(first)}'")
+        .to_arrow()
+        .to_pylist()
+    )
+    return json.loads(rows[0]["details"] or "{}") if rows else None
+
+
+def format_training(details: dict[str, Any], k: int = 10) -> str:
+    """The run's verdict and its evaluation table (overall, then per user segment)."""
+    from placerec.model.report import format_table
+
+    blend = details.get("blend", {})
+    lines = [
+        f"model {details['model_version']}: {details['gate']}; promoted={details['promoted']}"
+        + (" (forced)" if details.get("forced") else ""),
+        f"test span {details['test'][0]} .. {details['test'][1]}, {details['evaluation_users']} users; "
+        "blend (chosen on validation) " + ", ".join(f"{k.removeprefix('blend_')} {v}" for k, v in blend.items()),
+        f"{details['recommendations']} recommendations for {details['users_recommended']} users; "
+        f"report {details['report']}",
+    ]
+    for segment in ("all", "cold", "light", "heavy"):
+        if any(r["segment"] == segment for r in details["table"]):
+            lines += ["", f"{segment} users", format_table(details["table"], segment, k)]
     return "\n".join(lines)

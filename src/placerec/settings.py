@@ -94,6 +94,29 @@ class Settings:
     enrich_chunk_size: int = 2000
     """Reviews sent per Spark stage; results are cached after each, so a crash loses at most one chunk."""
 
+    interaction_weights: str = "view=1,click=2,save=4,navigate=5,review=6,visit=8"
+    """Weight of each event type in ``features.interactions`` (types not listed count 0: impression, search)."""
+    interaction_half_life_days: float = 14.0
+    """Half-life of an event's weight, counted back from the as-of day."""
+    interaction_user_cap: float = 50.0
+    """A user's total weight is scaled down to this, so heavy (or merged) ids do not dominate."""
+    interaction_max_places: int = 300
+    """Places kept per user (the strongest); the rest of a heavy id's tail is dropped, counted in metrics."""
+    train_top_k: int = 100
+    train_factors: int = 64
+    train_als_iterations: int = 12
+    train_als_reg: float = 0.05
+    train_als_alpha: float = 10.0
+    train_seed: int = 42
+    train_test_days: int = 1
+    """Evaluation: train before T, test on [T, T + test_days); validation is the same span before T."""
+    train_cold_max: int = 2
+    """Users with at most this many training places are "cold" (0: only search interests, if any)."""
+    train_light_max: int = 10
+    """Users with cold_max+1..light_max training places are "light", more are "heavy"."""
+    train_gate_tolerance: float = 0.02
+    """Promotion: NDCG@10 may trail the promoted model's by at most this share (0.02 = 2 %)."""
+
     airflow_host: str = "127.0.0.1"
     airflow_port: int = 8080
 

@@ -95,6 +95,20 @@ def test_interval_from_triggering_events_spans_their_runs() -> None:
     assert interval_from_context({}, None, None, events) == {"start": d1.isoformat(), "end": d3.isoformat()}
 
 
+def test_interval_announced_in_event_extra_wins_over_the_source_run() -> None:
+    from placerec.orchestration import interval_from_context
+
+    d1, d2, d8 = (datetime(2026, 11, n, tzinfo=UTC) for n in (1, 2, 8))
+    # an asset-triggered producer (enrich) has no interval of its own; it announces one in extra
+    announced = SimpleNamespace(
+        source_dag_run=SimpleNamespace(data_interval_start=None, data_interval_end=None),
+        extra={"start": d1.isoformat(), "end": d8.isoformat()},
+    )
+    plain = SimpleNamespace(source_dag_run=SimpleNamespace(data_interval_start=d1, data_interval_end=d2), extra={})
+    got = interval_from_context({}, None, None, {"features.place_profiles": [announced], "x": [plain]})
+    assert got == {"start": d1.isoformat(), "end": d8.isoformat()}
+
+
 def test_interval_params_win_and_default_to_one_day() -> None:
     from placerec.orchestration import interval_from_context
 

@@ -189,6 +189,8 @@ class KeywordRun:
     interval_end: datetime
     extractor: dict[str, str]
     reviews: int = 0
+    sampled_out: int = 0
+    """Reviews of the interval left for a later run by ``max_per_place`` (not quarantined: not tried)."""
     distinct_texts: int = 0
     cache_hits: int = 0
     misses: int = 0
@@ -268,9 +270,14 @@ def run_extract_review_keywords(
     budget_tokens: int | None = None,
     budget_cost: float | None = None,
     dry_run: bool = False,
+    max_per_place: int | None = None,
     settings: Settings | None = None,
 ) -> KeywordRun:
-    """Extract keywords for the reviews of ``[start, end)``; see the module docstring."""
+    """Extract keywords for the reviews of ``[start, end)``; see the module docstring.
+
+    ``max_per_place`` samples a history backfill: only each place's newest N reviews of the interval
+    are enriched (the others are counted in ``sampled_out`` and left for a run without the cap).
+    """
     from pyspark.sql import functions as F
 
     from placerec.catalog import get_catalog
@@ -291,6 +298,18 @@ def run_extract_review_keywords(
         .select("review_id", "place_id", "user_id", "text", "content_hash", "review_ts", "source_file", "source_line")
         .localCheckpoint()
     )
+    if max_per_place is not None:
+        from pyspark.sql import Window
+
+        newest = Window.partitionBy("place_id").orderBy(F.col("review_ts").desc(), F.col("review_id"))
+        every = reviews.count()
+        reviews = (
+            reviews.withColumn("_n", F.row_number().over(newest))
+            .where(F.col("_n") <= max(1, max_per_place))
+            .drop("_n")
+            .localCheckpoint()
+        )
+        run.sampled_out = every - reviews.count()
     known = cache.lookup(spark, cache.KEYWORDS, spec.model, spec.prompt_version).select("content_hash", "result")
     texts = reviews.select("content_hash", "text").dropDuplicates(["content_hash"])
     misses = [(r["content_hash"], r["text"]) for r in texts.join(known, "content_hash", "left_anti").collect()]

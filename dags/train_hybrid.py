@@ -1,0 +1,76 @@
+"""
+### train_hybrid
+
+Runs when enrichment updates `features.place_profiles` and `features.user_interests` (Assets), for
+the interval the enrich run announced (or the `start`/`end` Params of a manual run):
+
+1. **build_interactions**: `raw.events` before the interval end → weighted (per event type),
+   time-decayed, per-user capped user–place signal → `features.interactions` (as of the end).
+2. **train_hybrid**: ALS (implicit) + content cosine + popularity prior, blended per user (content
+   for short histories, CF for long ones; blend chosen on a validation split). Evaluated on the last
+   `PLACEREC_TRAIN_TEST_DAYS` against popularity, CF-only, content-only, EASE and `implicit` ALS,
+   for cold, light and heavy users. Top-K lists with reasons → `model.recommendations`; the run →
+   `model.runs`; a report with charts under `.local/reports/<model version>/`.
+3. **if_promoted** → **announce_recommendations**: the gate promoted the model (NDCG@10 at least
+   the best baseline's and within tolerance of the promoted model's), or the `force` Param did
+   (recorded as forced): emit the `model.recommendations` Asset with the model version.
+
+Same code as `placerec build-interactions` / `placerec train-hybrid --start … --end …` at a shell.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, Param
+
+from placerec.orchestration import (
+    DEFAULT_ARGS,
+    USER_DEFINED_MACROS,
+    announce_promoted,
+    if_promoted,
+    resolve_interval,
+    spark_job,
+    table_asset,
+)
+
+INTERVAL = [
+    "--start",
+    "{{ ti.xcom_pull(task_ids='resolve_interval')['start'] }}",
+    "--end",
+    "{{ ti.xcom_pull(task_ids='resolve_interval')['end'] }}",
+    "--run-id",
+    "{{ run_id }}",
+]
+RECOMMENDATIONS = table_asset("model.recommendations")
+
+with DAG(
+    dag_id="train_hybrid",
+    description="Hybrid recommender: interactions, ALS + content, time-split evaluation, gated promotion",
+    doc_md=__doc__,
+    schedule=[table_asset("features.place_profiles"), table_asset("features.user_interests")],
+    start_date=pendulum.datetime(2026, 10, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["placerec", "train"],
+    user_defined_macros=USER_DEFINED_MACROS,
+    params={
+        "start": Param("", type="string", description="Interval start for a manual run (empty: from the trigger)."),
+        "end": Param("", type="string", description="Interval end, exclusive: the model is trained as of it."),
+        "force": Param(False, type="boolean", description="Promote even if the gate refuses (recorded as forced)."),
+    },
+):
+    interval = resolve_interval()
+    interactions = spark_job(
+        task_id="build_interactions",
+        job="build_interactions",
+        args=INTERVAL,
+        outlets=[table_asset("features.interactions")],
+    )
+    train = spark_job(
+        task_id="train_hybrid",
+        job="train_hybrid",
+        args=[*INTERVAL, "--force", "{{ params.force }}"],
+    )
+
+    interval >> interactions >> train >> if_promoted() >> announce_promoted("announce_recommendations", RECOMMENDATIONS)

@@ -1,0 +1,1 @@
+"""Train: interactions, the hybrid recommender, evaluation and promotion."""

@@ -1,0 +1,619 @@
+"""Spark job ``train_hybrid``: fit, evaluate on a time split, gate, and write the top-K lists.
+
+For a data interval ending at ``end`` (test span ``d`` = ``train_test_days``):
+
+1. validation fit: train on events before ``end - 2d``, score ``[end - 2d, end - d)``; the blend
+   (``k``, ``beta``) with the best NDCG@10 there is chosen;
+2. test fit: train on events before ``T = end - d``, test on ``[T, end)``: the hybrid with that blend
+   against popularity, CF-only, content-only, EASE and the ``implicit`` library's ALS, overall and for
+   cold, light and heavy users; the gate compares NDCG@10 (``gate``);
+3. full fit on everything before ``end``: top-K per user with reasons, into
+   ``model.recommendations`` (partition = model version), factors into ``model.factors``, the run
+   into ``model.runs``, a markdown report with charts under ``<home>/reports/<model version>/``.
+
+Each fit sees only events before its cut (interactions, ALS, content vectors: ``model.content``).
+Test positives are the places a user clicked, saved, navigated to, reviewed or visited in the test
+span that were in the catalogue at the cut and not in their training history. Ids whose history hit
+``interaction_max_places`` (merged or bot-like ids) are left out of the evaluation.
+
+The model version is derived from the as-of day, the parameters and the input snapshot ids, so a
+rerun of the same interval on the same inputs rewrites the same partition with the same rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from placerec.enrich.profiles import as_of
+from placerec.model import metrics, references
+from placerec.model.content import interest_vectors, place_vectors
+from placerec.model.hybrid import (
+    CF_ONLY,
+    CONTENT_ONLY,
+    Blend,
+    Scorer,
+    SegmentBlend,
+    Split,
+    choose_blend,
+)
+from placerec.model.interactions import interaction_rows, parse_weights
+from placerec.ops import TaskMetrics, read_at, record_metrics, snapshot_ids
+from placerec.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+JOB = "train_hybrid"
+EVAL_K = 10
+POSITIVE_EVENTS = ("click", "save", "navigate", "review", "visit")
+SEGMENTS = ("all", "cold", "light", "heavy")
+GATE_BASELINES = ("popularity", "cf", "content")
+INPUTS = [
+    "raw.events",
+    "raw.places",
+    "features.review_keywords",
+    "features.place_profiles",
+    "features.user_interests",
+]
+METHODS = ("hybrid", "popularity", "cf", "content", "ease", "implicit_als")
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    forced: bool
+    reason: str
+
+
+def gate(
+    hybrid_ndcg: float,
+    baselines: dict[str, float],
+    promoted_ndcg: float | None,
+    tolerance: float,
+    force: bool = False,
+) -> GateDecision:
+    """Promote only if NDCG@10 ≥ the best baseline's and ≥ (1 - tolerance) × the promoted model's.
+
+    ``force`` promotes anyway; the decision then says it was forced (recorded in ``model.runs``).
+    """
+    best_name, best = max(baselines.items(), key=lambda kv: kv[1]) if baselines else ("none", float("-inf"))
+    refusals = []
+    if not hybrid_ndcg >= best:
+        refusals.append(f"NDCG@10 {hybrid_ndcg:.4f} < baseline {best_name} {best:.4f}")
+    if promoted_ndcg is not None and not hybrid_ndcg >= promoted_ndcg * (1.0 - tolerance):
+        refusals.append(f"NDCG@10 {hybrid_ndcg:.4f} < promoted {promoted_ndcg:.4f} - {tolerance:.0%}")
+    if not refusals:
+        return GateDecision(True, False, "passed")
+    if force:
+        return GateDecision(True, True, "forced: " + "; ".join(refusals))
+    return GateDecision(False, False, "refused: " + "; ".join(refusals))
+
+
+def _ids(df: DataFrame, column: str) -> np.ndarray:
+    values = df.select(column).where(f"{column} IS NOT NULL").distinct().toArrow().column(0).to_pylist()
+    return np.array(sorted(values), dtype=object)
+
+
+def _index(universe: np.ndarray, values: Sequence[Any]) -> np.ndarray:
+    """Positions of ``values`` in the sorted ``universe`` (-1 when absent)."""
+    arr = np.array(values, dtype=object)
+    if not len(arr):
+        return np.empty(0, dtype=np.int64)
+    pos = np.searchsorted(universe, arr)
+    pos = np.clip(pos, 0, len(universe) - 1)
+    return np.where(universe[pos] == arr, pos, -1).astype(np.int64)
+
+
+def _vector_matrix(table: pa.Table, key: str, universe: np.ndarray, dim_hint: int = 0) -> np.ndarray:
+    keys = table.column(key).to_pylist()
+    vectors = table.column("embedding").to_pylist()
+    dim = next((len(v) for v in vectors if v), dim_hint)
+    out = np.zeros((len(universe), dim), dtype=np.float32)
+    pos = _index(universe, keys)
+    for p, v in zip(pos, vectors, strict=True):
+        if p >= 0 and v:
+            out[p] = v
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
+
+
+class Trainer:
+    """One training run's inputs (fixed snapshots) and the splits built from them."""
+
+    def __init__(self, spark: SparkSession, end: datetime, settings: Settings) -> None:
+        from pyspark.sql import functions as F
+
+        self.spark, self.end, self.s = spark, end, settings
+        self.snaps = snapshot_ids(INPUTS)
+        self.stats: dict[str, Any] = {}
+        self.events = (
+            read_at(spark, "raw.events", self.snaps)
+            .where(F.col("event_ts") < F.lit(end).cast("timestamp"))
+            .select("event_type", "event_ts", "user_id", "place_id", "query", "rating", "source")
+            .localCheckpoint()
+        )
+        self.places = read_at(spark, "raw.places", self.snaps).select("place_id", "category", "district", "updated_ts")
+        self.users = _ids(self.events, "user_id")
+        self.items = np.array(
+            sorted(set(_ids(self.events, "place_id").tolist()) | set(_ids(self.places, "place_id").tolist())),
+            dtype=object,
+        )
+        groups = self.places.select("place_id", F.concat_ws("|", "district", "category").alias("g")).toArrow()
+        names = {g: i + 1 for i, g in enumerate(sorted(set(groups.column("g").to_pylist())))}
+        self.groups = np.zeros(len(self.items), dtype=np.int64)
+        for p, g in zip(
+            _index(self.items, groups.column("place_id").to_pylist()), groups.column("g").to_pylist(), strict=True
+        ):
+            if p >= 0:
+                self.groups[p] = names[g]
+        self.keywords: dict[int, list[str]] = {}
+        self.interest_keywords: dict[int, list[str]] = {}
+
+    def split(self, cut: datetime, *, keep_text: bool = False) -> Split:
+        """Everything known before ``cut``, factorised."""
+        from pyspark.sql import functions as F
+
+        began = time.monotonic()
+        inter = interaction_rows(self.events, cut, self.s).select("user_id", "place_id", "weight").toArrow()
+        u = _index(self.users, inter.column("user_id").to_pylist())
+        i = _index(self.items, inter.column("place_id").to_pylist())
+        w = inter.column("weight").to_numpy().astype(np.float32)
+        train = sp.csr_matrix((w, (u, i)), shape=(len(self.users), len(self.items)), dtype=np.float32)
+        weighted = [k for k, v in parse_weights(self.s.interaction_weights).items() if v > 0]
+        engaged = (
+            self.events.where((F.col("event_ts") < F.lit(cut).cast("timestamp")) & F.col("event_type").isin(weighted))
+            .where("user_id IS NOT NULL AND place_id IS NOT NULL")
+            .select("user_id", "place_id")
+            .distinct()
+            .toArrow()
+        )
+        eu = _index(self.users, engaged.column("user_id").to_pylist())
+        ei = _index(self.items, engaged.column("place_id").to_pylist())
+        seen = sp.csr_matrix((np.ones(len(eu), dtype=np.float32), (eu, ei)), shape=(len(self.users), len(self.items)))
+        seen_items = self.events.where(F.col("event_ts") < F.lit(cut).cast("timestamp"))
+        catalogue = set(_ids(seen_items, "place_id").tolist()) | set(
+            _ids(self.places.where(F.col("updated_ts") < F.lit(cut).cast("timestamp")), "place_id").tolist()
+        )
+        candidates = np.zeros(len(self.items), dtype=bool)
+        candidates[_index(self.items, sorted(catalogue))] = True
+
+        places = place_vectors(self.spark, cut, self.snaps, self.s, self.stats).toArrow()
+        item_vectors = _vector_matrix(places, "place_id", self.items)
+        interests = interest_vectors(self.spark, self.events, cut, self.snaps, self.s, self.stats).toArrow()
+        interest = (
+            _vector_matrix(interests, "user_id", self.users, item_vectors.shape[1])
+            if interests.num_rows
+            else np.zeros((len(self.users), item_vectors.shape[1]), dtype=np.float32)
+        )
+        if keep_text:
+            self.keywords = {
+                int(p): list(k or [])
+                for p, k in zip(
+                    _index(self.items, places.column("place_id").to_pylist()),
+                    places.column("top_keywords").to_pylist(),
+                    strict=True,
+                )
+                if p >= 0
+            }
+            self.interest_keywords = {
+                int(p): list(k or [])
+                for p, k in zip(
+                    _index(self.users, interests.column("user_id").to_pylist()),
+                    interests.column("keywords").to_pylist(),
+                    strict=True,
+                )
+                if p >= 0
+            }
+        popularity = np.asarray(train.sum(axis=0)).ravel()
+        split = Split(cut, self.users, self.items, train, candidates, item_vectors, interest, popularity, self.groups)
+        split.seen = seen
+        split.user_factors, split.item_factors = fit_als(self.spark, train, self.s)
+        log.info(
+            "split at %s: %d interactions, %d users with history, %d candidate places (%.1fs)",
+            cut.isoformat(),
+            train.nnz,
+            int((split.history > 0).sum()),
+            int(candidates.sum()),
+            time.monotonic() - began,
+        )
+        return split
+
+    def truth(self, split: Split, until: datetime) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Evaluation users (row indices) and their held-out positives in ``[split.cut, until)``."""
+        from pyspark.sql import functions as F
+
+        held = (
+            self.events.where(
+                (F.col("event_ts") >= F.lit(split.cut).cast("timestamp"))
+                & (F.col("event_ts") < F.lit(until).cast("timestamp"))
+                & F.col("event_type").isin(list(POSITIVE_EVENTS))
+            )
+            .select("user_id", "place_id")
+            .where("user_id IS NOT NULL AND place_id IS NOT NULL")
+            .distinct()
+            .toArrow()
+        )
+        u = _index(self.users, held.column("user_id").to_pylist())
+        i = _index(self.items, held.column("place_id").to_pylist())
+        ok = (u >= 0) & (i >= 0)
+        u, i = u[ok], i[ok]
+        ok = split.candidates[i] & (np.asarray(split.excluded[u, i]).ravel() == 0)
+        u, i = u[ok], i[ok]
+        merged = split.history >= self.s.interaction_max_places
+        order = np.lexsort((i, u))
+        u, i = u[order], i[order]
+        users, starts = np.unique(u, return_index=True)
+        groups = np.split(i, starts[1:]) if len(u) else []
+        keep = ~merged[users]
+        return users[keep], [g for g, k in zip(groups, keep, strict=True) if k]
+
+
+def fit_als(spark: SparkSession, train: sp.csr_matrix, s: Settings) -> tuple[np.ndarray, np.ndarray]:
+    """Spark ML ALS (implicit preferences) on the training matrix: (user factors, item factors)."""
+    import pyarrow as pa
+    from pyspark.ml.recommendation import ALS
+
+    n_users, n_items = train.shape
+    user_f = np.zeros((n_users, s.train_factors), dtype=np.float32)
+    item_f = np.zeros((n_items, s.train_factors), dtype=np.float32)
+    if train.nnz == 0:
+        return user_f, item_f
+    coo = train.tocoo()
+    order = np.lexsort((coo.col, coo.row))
+    table = pa.table(
+        {
+            "u": coo.row[order].astype(np.int32),
+            "i": coo.col[order].astype(np.int32),
+            "w": coo.data[order].astype(np.float32),
+        }
+    )
+    frame = spark.createDataFrame(table).coalesce(2)
+    als = ALS(
+        rank=s.train_factors,
+        maxIter=s.train_als_iterations,
+        regParam=s.train_als_reg,
+        alpha=s.train_als_alpha,
+        implicitPrefs=True,
+        userCol="u",
+        itemCol="i",
+        ratingCol="w",
+        seed=s.train_seed,
+        numUserBlocks=2,
+        numItemBlocks=2,
+    )
+    model = als.fit(frame)
+    for target, factors in ((user_f, model.userFactors), (item_f, model.itemFactors)):
+        tbl = factors.toArrow()
+        ids = tbl.column("id").to_numpy()
+        target[ids] = np.array(tbl.column("features").to_pylist(), dtype=np.float32)
+    return user_f, item_f
+
+
+def evaluate_methods(
+    split: Split,
+    users: np.ndarray,
+    truth: list[np.ndarray],
+    blend: SegmentBlend,
+    s: Settings,
+    methods: Sequence[str] = METHODS,
+) -> list[dict[str, Any]]:
+    """Every method on the same split, overall and per segment: rows of ``metrics.evaluate`` figures."""
+    scorer = Scorer(split, s.train_cold_max, s.train_light_max)
+    recs: dict[str, np.ndarray] = {}
+    blends: dict[str, Blend | SegmentBlend] = {
+        "hybrid": blend,
+        "popularity": Blend(mode="popularity"),
+        "cf": CF_ONLY,
+        "content": CONTENT_ONLY,
+    }
+    for name in methods:
+        if name in blends:
+            recs[name] = scorer.recommend(users, blends[name], EVAL_K)
+        elif name == "ease":
+            recs[name] = references.recommend(
+                references.EASE(lam=500.0).fit(split.train), split.excluded, users, EVAL_K
+            )
+        elif name == "implicit_als":
+            model = references.ImplicitALS(
+                factors=s.train_factors,
+                alpha=s.train_als_alpha,
+                regularization=s.train_als_reg,
+                iterations=15,
+                random_state=s.train_seed,
+            ).fit(split.train)
+            recs[name] = references.recommend(model, split.excluded, users, EVAL_K)
+    segments = scorer.segments[users]
+    popularity = np.asarray((split.train > 0).sum(axis=0)).ravel()
+    n_train_users = int((split.history > 0).sum())
+    rows = []
+    for name, lists in recs.items():
+        for segment in SEGMENTS:
+            mask = np.ones(len(users), dtype=bool) if segment == "all" else segments == segment
+            if not mask.any():
+                continue
+            figures = metrics.evaluate(
+                lists[mask],
+                [t for t, m in zip(truth, mask, strict=True) if m],
+                EVAL_K,
+                n_items=int(split.candidates.sum()),
+                item_popularity=popularity,
+                n_train_users=max(1, n_train_users),
+                item_vectors=split.item_vectors,
+            )
+            rows.append({"method": name, "segment": segment, **figures})
+    return rows
+
+
+def _version(end: datetime, params: dict[str, str], snaps: dict[str, str]) -> str:
+    digest = hashlib.sha256(json.dumps([params, snaps], sort_keys=True).encode()).hexdigest()[:8]
+    return f"hybrid-{as_of(end):%Y%m%d}-{digest}"
+
+
+def _params(s: Settings) -> dict[str, str]:
+    names = [
+        "interaction_weights",
+        "interaction_half_life_days",
+        "interaction_user_cap",
+        "interaction_max_places",
+        "train_top_k",
+        "train_factors",
+        "train_als_iterations",
+        "train_als_reg",
+        "train_als_alpha",
+        "train_seed",
+        "train_test_days",
+        "train_cold_max",
+        "train_light_max",
+        "train_gate_tolerance",
+        "embeddings_model",
+    ]
+    return {n: str(getattr(s, n)) for n in names}
+
+
+def promoted_ndcg(spark: SparkSession, exclude: str) -> tuple[str, float] | None:
+    """The newest promoted run other than ``exclude``: (version, its hybrid NDCG@10 on its own test)."""
+    from pyspark.sql import functions as F
+
+    row = (
+        spark.table("model.runs")
+        .where(F.col("promoted") & (F.col("model_version") != exclude))
+        .orderBy(F.col("created_at").desc())
+        .select("model_version", F.col("metrics")[f"hybrid/all/ndcg@{EVAL_K}"].alias("ndcg"))
+        .first()
+    )
+    if row is None or row["ndcg"] is None:
+        return None
+    return str(row["model_version"]), float(row["ndcg"])
+
+
+def reasons_for(user: int, places: np.ndarray, split: Split, trainer: Trainer, limit: int = 3) -> list[list[str]]:
+    """Per recommended place: the keywords its profile shares with the user's interests and history."""
+    row = split.train.getrow(user)
+    strongest = row.indices[np.argsort(-row.data, kind="stable")][:10]
+    wanted = set(trainer.interest_keywords.get(user, []))
+    for p in strongest:
+        wanted.update(trainer.keywords.get(int(p), []))
+    return [[k for k in trainer.keywords.get(int(p), []) if k in wanted][:limit] for p in places]
+
+
+def run_train_hybrid(
+    spark: SparkSession,
+    start: datetime,
+    end: datetime,
+    *,
+    run_id: str = "manual",
+    force: bool = False,
+    methods: Sequence[str] = METHODS,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Fit, evaluate, gate and write one model version for the interval ending at ``end``."""
+    import pyarrow as pa
+
+    from placerec.catalog import get_catalog
+    from placerec.model.report import write_report
+    from placerec.tables import ensure_tables
+
+    s = settings or get_settings()
+    unknown = set(methods) - set(METHODS)
+    if unknown or "hybrid" not in methods:
+        raise ValueError(f"methods must include hybrid and come from {', '.join(METHODS)}; got {sorted(methods)}")
+    began = time.monotonic()
+    ensure_tables(get_catalog())
+    span = timedelta(days=s.train_test_days)
+    test_cut, val_cut = end - span, end - 2 * span
+    trainer = Trainer(spark, end, s)
+    params = _params(s)
+    version = _version(end, params, trainer.snaps)
+    details: dict[str, Any] = {"model_version": version, "test": [test_cut.isoformat(), end.isoformat()]}
+
+    val = trainer.split(val_cut)
+    val_users, val_truth = trainer.truth(val, test_cut)
+    if not len(val_users):
+        raise ValueError(f"no validation positives in [{val_cut}, {test_cut}): too little data before {end}")
+    blend, grid = choose_blend(Scorer(val, s.train_cold_max, s.train_light_max), val_users, val_truth, EVAL_K)
+    del val
+
+    test = trainer.split(test_cut)
+    test_users, test_truth = trainer.truth(test, end)
+    if not len(test_users):
+        raise ValueError(f"no test positives in [{test_cut}, {end}): nothing to evaluate the model on")
+    table = evaluate_methods(test, test_users, test_truth, blend, s, methods)
+    del test
+
+    ndcg = f"ndcg@{EVAL_K}"
+    overall = {r["method"]: r[ndcg] for r in table if r["segment"] == "all"}
+    current = promoted_ndcg(spark, version)
+    decision = gate(
+        overall["hybrid"],
+        {m: overall[m] for m in GATE_BASELINES if m in overall},
+        current[1] if current else None,
+        s.train_gate_tolerance,
+        force,
+    )
+
+    full = trainer.split(end, keep_text=True)
+    scorer = Scorer(full, s.train_cold_max, s.train_light_max)
+    has_content = np.linalg.norm(full.interest, axis=1) > 0
+    users = np.flatnonzero((full.history > 0) | has_content)
+    rows: dict[str, list[Any]] = {k: [] for k in ("user_id", "rank", "place_id", "score", "reason")}
+    for b in range(0, len(users), 2048):
+        batch = users[b : b + 2048]
+        scores = scorer.combine(batch, scorer.parts(batch), blend)
+        scores = np.where(full.candidates[None, :], scores, -np.inf).astype(np.float32)
+        top = references.top_k(scores, full.excluded, batch, s.train_top_k)
+        for r, user in enumerate(batch):
+            places = top[r][top[r] >= 0]
+            reasons = reasons_for(int(user), places, full, trainer)
+            n = len(places)
+            rows["user_id"].extend([full.users[user]] * n)
+            rows["rank"].extend(range(1, n + 1))
+            rows["place_id"].extend(full.items[places].tolist())
+            rows["score"].extend(scores[r, places].astype(float).tolist())
+            rows["reason"].extend(reasons)
+    recs = pa.table(
+        {
+            "model_version": pa.array([version] * len(rows["user_id"]), pa.string()),
+            "user_id": pa.array(rows["user_id"], pa.string()),
+            "rank": pa.array(rows["rank"], pa.int32()),
+            "place_id": pa.array(rows["place_id"], pa.string()),
+            "score": pa.array(rows["score"], pa.float64()),
+            "reason": pa.array(rows["reason"], pa.list_(pa.string())),
+        }
+    )
+    _overwrite(spark, "model.recommendations", recs, version)
+    _overwrite(spark, "model.factors", _factor_table(version, full), version)
+
+    metric_map = {
+        f"{r['method']}/{r['segment']}/{k}": f"{v:.6f}"
+        for r in table
+        for k, v in r.items()
+        if k not in ("method", "segment")
+    }
+    metric_map["gate"] = decision.reason
+    run_params = {**params, **blend.params()}
+    _record_run(spark, version, as_of(end), run_params, trainer.snaps, metric_map, decision)
+    report_dir = s.home / "reports" / version
+    summary = {
+        "as of": str(as_of(end)),
+        "test span": f"{test_cut:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC",
+        "blend (chosen on validation)": "; ".join(
+            f"{seg} k={b.k} beta={b.beta}" for seg, b in blend.by_segment.items()
+        ),
+        "evaluation users": f"{len(test_users)} (validation {len(val_users)})",
+        "gate": decision.reason,
+        "promoted": str(decision.promote) + (" (forced)" if decision.forced else ""),
+        "compared with": f"{current[0]} NDCG@10 {current[1]:.4f}" if current else "no promoted model yet",
+    }
+    report = write_report(
+        report_dir,
+        title=f"Training run {version}",
+        model_version=version,
+        summary=summary,
+        table=table,
+        segments=[seg for seg in SEGMENTS if any(r["segment"] == seg for r in table)],
+        k=EVAL_K,
+    )
+    details.update(
+        promoted=decision.promote,
+        forced=decision.forced,
+        gate=decision.reason,
+        blend=blend.params(),
+        validation_grid=grid,
+        evaluation_users=len(test_users),
+        table=table,
+        recommendations=recs.num_rows,
+        users_recommended=len(users),
+        report=str(report),
+        source_snapshots=trainer.snaps,
+        **trainer.stats,
+    )
+    seconds = time.monotonic() - began
+    details["seconds"] = round(seconds, 3)
+    record_metrics(
+        spark,
+        TaskMetrics(
+            JOB,
+            start,
+            end,
+            run_id,
+            rows_read=int(trainer.events.count()),
+            rows_written=recs.num_rows,
+            seconds=seconds,
+            details=details,
+        ),
+    )
+    return details
+
+
+def _factor_table(version: str, split: Split) -> pa.Table:
+    import pyarrow as pa
+
+    assert split.user_factors is not None and split.item_factors is not None
+    has_user = np.linalg.norm(split.user_factors, axis=1) > 0
+    has_item = np.linalg.norm(split.item_factors, axis=1) > 0
+    ids = split.users[has_user].tolist() + split.items[has_item].tolist()
+    kinds = ["user"] * int(has_user.sum()) + ["place"] * int(has_item.sum())
+    vectors = np.vstack([split.user_factors[has_user], split.item_factors[has_item]])
+    return pa.table(
+        {
+            "model_version": pa.array([version] * len(ids), pa.string()),
+            "kind": pa.array(kinds, pa.string()),
+            "id": pa.array(ids, pa.string()),
+            "vector": pa.array(vectors.tolist(), pa.list_(pa.float32())),
+        }
+    )
+
+
+def _overwrite(spark: SparkSession, table: str, rows: pa.Table, version: str) -> None:
+    from pyspark.sql import functions as F
+
+    frame = spark.createDataFrame(rows, schema=spark.table(table).schema)
+    frame.writeTo(table).overwrite(F.col("model_version") == F.lit(version))
+
+
+def _record_run(
+    spark: SparkSession,
+    version: str,
+    trained_for: Any,
+    params: dict[str, str],
+    snaps: dict[str, str],
+    metric_map: dict[str, str],
+    decision: GateDecision,
+) -> None:
+    schema = spark.table("model.runs").schema
+    row = (
+        version,
+        trained_for,
+        params,
+        snaps,
+        metric_map,
+        decision.promote,
+        decision.forced,
+        datetime.now(timezone.utc),  # when the run was recorded, not a data timestamp
+    )
+    spark.createDataFrame([row], schema).createOrReplaceTempView("incoming_model_run")
+    spark.sql(
+        """
+        MERGE INTO model.runs t USING incoming_model_run s ON t.model_version = s.model_version
+        WHEN MATCHED THEN UPDATE SET *
+        WHEN NOT MATCHED THEN INSERT *
+        """
+    )
+
+
+def report_path(settings: Settings, version: str) -> Path:
+    return settings.home / "reports" / version / "report.md"

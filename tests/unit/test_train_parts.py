@@ -1,0 +1,266 @@
+"""Train: interaction weights (Spark, hand-computed), the hybrid scorer on a planted world, the gate."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from placerec.model.hybrid import CF_ONLY, CONTENT_ONLY, Blend, Scorer, Split, choose_blend, segment_of
+from placerec.model.interactions import interaction_rows, parse_weights
+from placerec.model.train import gate
+from placerec.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+END = datetime(2026, 11, 8, tzinfo=timezone.utc)
+
+
+def _events(spark, rows):  # type: ignore[no-untyped-def]
+    schema = "event_type string, event_ts timestamp, user_id string, place_id string, rating int, source string"
+    return spark.createDataFrame(rows, schema)
+
+
+def _ts(day: int, hour: int = 12) -> datetime:
+    return datetime(2026, 11, day, hour, tzinfo=timezone.utc)
+
+
+def test_parse_weights_rejects_bad_specs() -> None:
+    assert parse_weights("view=1, click=2.5") == {"view": 1.0, "click": 2.5}
+    for bad in ("view", "view=x", "view=-1", "=2", "impression=0"):
+        with pytest.raises(ValueError):
+            parse_weights(bad)
+
+
+def test_interaction_weights_decay_rating_and_cut(spark) -> None:  # type: ignore[no-untyped-def]
+    s = Settings(interaction_weights="view=1,click=2,review=6", interaction_half_life_days=1.0)
+    rows = [
+        # u1/p1: a click exactly one day before END (half-life 1 day): 2 * 0.5 = 1.0
+        ("click", datetime(2026, 11, 7, tzinfo=timezone.utc), "u1", "p1", None, "demo"),
+        # plus a view two days before END: 1 * 0.25 = 0.25  -> total 1.25, 2 events
+        ("view", datetime(2026, 11, 6, tzinfo=timezone.utc), "u1", "p1", None, "demo"),
+        # u1/p2: a 3-star demo review (scale 1..5) at END - 0: 6 * 3/5 = 3.6 (age 0 -> no decay)
+        ("review", datetime(2026, 11, 7, 23, 59, 59, tzinfo=timezone.utc), "u1", "p2", 3, "demo"),
+        # nsmc rating 10 of 1..10 -> factor 1.0; one day old -> 6 * 1.0 * 0.5 = 3.0
+        ("review", datetime(2026, 11, 7, tzinfo=timezone.utc), "u2", "m1", 10, "nsmc"),
+        # impressions and searches weigh nothing; events at or after END never count
+        ("impression", _ts(7), "u1", "p3", None, "demo"),
+        ("click", END, "u1", "p4", None, "demo"),
+        ("click", _ts(9), "u2", "p4", None, "demo"),
+    ]
+    got = {(r.user_id, r.place_id): r for r in interaction_rows(_events(spark, rows), END, s).collect()}
+    assert set(got) == {("u1", "p1"), ("u1", "p2"), ("u2", "m1")}
+    assert got[("u1", "p1")].weight == pytest.approx(1.25)
+    assert got[("u1", "p1")].events == 2
+    assert got[("u1", "p2")].weight == pytest.approx(3.6, rel=1e-4)
+    assert got[("u2", "m1")].weight == pytest.approx(3.0)
+
+
+def test_interaction_caps_heavy_ids(spark) -> None:  # type: ignore[no-untyped-def]
+    s = Settings(
+        interaction_weights="click=1",
+        interaction_half_life_days=1e9,
+        interaction_user_cap=2.0,
+        interaction_max_places=3,
+    )
+    # one heavy id: 5 places with 1..5 clicks; a light id with a single click
+    rows = [("click", _ts(1), "heavy", f"p{p}", None, "demo") for p in range(1, 6) for _ in range(p)]
+    rows.append(("click", _ts(1), "light", "p1", None, "demo"))
+    got = interaction_rows(_events(spark, rows), END, s).collect()
+    heavy = {r.place_id: r.weight for r in got if r.user_id == "heavy"}
+    # the 3 strongest places (5, 4, 3 clicks = 12) scaled to a total of 2.0
+    assert set(heavy) == {"p5", "p4", "p3"}
+    assert heavy["p5"] == pytest.approx(5 * 2.0 / 12)
+    assert sum(heavy.values()) == pytest.approx(2.0)
+    assert [r.weight for r in got if r.user_id == "light"] == [pytest.approx(1.0)]
+
+
+def _world() -> Split:
+    """Two tastes: users 0-3 like items 0-2 (vector e0), users 4-7 items 3-5 (e1); item 6 is very
+    popular and neutral; item 7 is not in the catalogue; user 8 is cold with an e1 interest."""
+    n_users, n_items = 9, 8
+    train = np.zeros((n_users, n_items), dtype=np.float32)
+    for u in range(4):
+        train[u, u % 3] = 1.0
+        train[u, (u + 1) % 3] = 1.0
+    for u in range(4, 8):
+        train[u, 3 + u % 3] = 1.0
+    train[:8, 6] = 0.0
+    vectors = np.zeros((n_items, 2), dtype=np.float32)
+    vectors[:3, 0] = 1.0
+    vectors[3:6, 1] = 1.0
+    vectors[6] = [0.7, 0.7]
+    vectors[7] = [0.0, 1.0]
+    interest = np.zeros((n_users, 2), dtype=np.float32)
+    interest[8] = [0.0, 1.0]
+    popularity = np.array([1, 1, 1, 1, 1, 1, 50, 100], dtype=np.float64)
+    candidates = np.ones(n_items, dtype=bool)
+    candidates[7] = False
+    split = Split(
+        END,
+        np.array([f"u{i}" for i in range(n_users)], dtype=object),
+        np.array([f"p{i}" for i in range(n_items)], dtype=object),
+        sp.csr_matrix(train),
+        candidates,
+        vectors,
+        interest,
+        popularity,
+        np.ones(n_items, dtype=np.int64),
+    )
+    # planted factors: the taste as a 2-d factor
+    split.user_factors = np.array([[1, 0]] * 4 + [[0, 1]] * 4 + [[0, 0]], dtype=np.float32)
+    split.item_factors = vectors.copy()
+    return split
+
+
+def test_scorer_excludes_seen_and_non_catalogue() -> None:
+    split = _world()
+    recs = Scorer(split).recommend(np.arange(9), Blend(k=1.0, beta=0.5), k=8)
+    for u in range(9):
+        listed = [int(i) for i in recs[u] if i >= 0]
+        assert 7 not in listed, "item 7 is outside the catalogue"
+        assert not set(listed) & set(split.train[u].indices.tolist()), "a training place came back"
+        assert len(listed) == len(set(listed))
+
+
+def test_content_serves_the_cold_user_and_cf_the_tastes() -> None:
+    split = _world()
+    scorer = Scorer(split)
+    # user 0 (taste e0, seen 0 and 1): CF and content both put the unseen e0 item 2 first
+    assert scorer.recommend(np.array([0]), CF_ONLY, 1)[0, 0] == 2
+    assert scorer.recommend(np.array([0]), CONTENT_ONLY, 1)[0, 0] == 2
+    # the cold user has no factors; content from the e1 interest picks an e1 item, popularity the hub
+    assert scorer.recommend(np.array([8]), CONTENT_ONLY, 1)[0, 0] in (3, 4, 5)
+    assert scorer.recommend(np.array([8]), Blend(mode="popularity"), 1)[0, 0] == 6
+    # per-user weight: no history -> 0 (content), long history -> close to 1 (CF)
+    w = Blend(k=2.0).cf_weight(np.array([0, 2, 200]))
+    assert w[0] == 0.0 and w[1] == pytest.approx(0.5) and w[2] > 0.98
+
+
+def test_choose_blend_prefers_the_blend_that_finds_held_out_items() -> None:
+    split = _world()
+    # held out: each taste user's remaining in-taste item; the cold user's is an e1 item
+    users = np.arange(9)
+    truth = [np.array([({0, 1, 2} - set(split.train[u].indices.tolist())).pop()]) for u in range(4)]
+    truth += [np.array([3 + (u + 1) % 3]) for u in range(4, 8)]
+    truth.append(np.array([4]))
+    scorer = Scorer(split, cold_max=1, light_max=10)  # users 4-8 (0-1 places) cold, 0-3 (2 places) light
+    blend, grid = choose_blend(scorer, users, truth, k=1, k_grid=(1.0,), beta_grid=(0.0, 10.0))
+    # a huge prior weight would recommend the hub (item 6) to everyone and find nothing
+    assert blend.by_segment["cold"].beta == 0.0 and blend.by_segment["light"].beta == 0.0
+    assert grid[0]["all/ndcg@1"] > grid[1]["all/ndcg@1"]
+    assert grid[0]["light/ndcg@1"] == 1.0  # every light user's held-out item first
+    # no heavy user in validation: the overall best stands in
+    assert blend.by_segment["heavy"] == grid_blend(grid[0])
+
+
+def grid_blend(row: dict[str, float]) -> Blend:
+    return Blend(row["k"], row["beta"])
+
+
+def test_gate() -> None:
+    base = {"popularity": 0.10, "cf": 0.12, "content": 0.08}
+    assert gate(0.13, base, None, 0.02).promote
+    refused = gate(0.11, base, None, 0.02)
+    assert not refused.promote and "cf" in refused.reason
+    # within 2 % of the promoted model passes; further below is refused
+    assert gate(0.13, base, 0.1320, 0.02).promote
+    assert not gate(0.13, base, 0.1400, 0.02).promote
+    forced = gate(0.11, base, None, 0.02, force=True)
+    assert forced.promote and forced.forced and forced.reason.startswith("forced")
+    assert not gate(0.13, base, None, 0.02, force=True).forced
+
+
+def test_segments() -> None:
+    assert segment_of(np.array([0, 2, 3, 10, 11]), 2, 10).tolist() == ["cold", "cold", "light", "light", "heavy"]
+
+
+# --- the Trainer on real Spark and Iceberg (private unit catalog); content vectors are given
+# directly so this tier needs no embeddings endpoint (the integration test embeds for real).
+
+T0 = datetime(1999, 1, 1, tzinfo=timezone.utc)  # earlier than any other test's rows in the catalog
+
+
+def _at(day: int, hour: int = 12) -> datetime:
+    return datetime(1999, 1, day, hour, tzinfo=timezone.utc)
+
+
+def _trainer_world(spark, monkeypatch):  # type: ignore[no-untyped-def]
+    from placerec.catalog import get_catalog
+    from placerec.model import train as train_mod
+    from placerec.tables import ensure_tables
+
+    ensure_tables(get_catalog())
+    clicks = []
+    # days 1-5: users a* like places x1..x3, users b* like y1..y3 (before the test cut, day 6)
+    for d in range(1, 6):
+        for u in range(6):
+            clicks.append(("click", _at(d, 8 + u), f"a{u}", f"x{1 + (u + d) % 3}"))
+            clicks.append(("click", _at(d, 8 + u), f"b{u}", f"y{1 + (u + d) % 3}"))
+    # day 6 (test): a0 discovers x4 (new to everyone), b0 revisits y1 (seen: not a positive),
+    # and "late" only appears now (cold at the cut) and saves y2
+    clicks += [("save", _at(6), "a0", "x4"), ("click", _at(6), "b0", "y1"), ("save", _at(6, 9), "late", "y2")]
+    # an impression of x4 on day 2 puts x4 in the catalogue without making it anyone's history
+    clicks.append(("impression", _at(2), "b5", "x4"))
+    # day 7 and later must never reach a fit cut at day 6 or 7
+    clicks.append(("click", _at(7), "a1", "y3"))
+    rows = [
+        (f"e{i}", t, ts, u, None, p, None, None, None, None, None, "test", "f", i)
+        for i, (t, ts, u, p) in enumerate(clicks)
+    ]
+    schema = spark.table("raw.events").schema
+    from pyspark.sql import functions as F
+
+    spark.createDataFrame(rows, schema).writeTo("raw.events").overwrite(
+        (F.col("event_ts") < F.lit(_at(20))) & (F.col("source") == "test")
+    )
+    places = sorted({p for *_, p in clicks})
+
+    def vectors(spark_, cut, snaps, settings, stats):  # type: ignore[no-untyped-def]
+        return spark.createDataFrame(
+            [(p, [p[0]], [1.0, 0.0] if p[0] == "x" else [0.0, 1.0]) for p in places],
+            "place_id string, top_keywords array<string>, embedding array<float>",
+        )
+
+    def interests(spark_, events, cut, snaps, settings, stats):  # type: ignore[no-untyped-def]
+        return spark.createDataFrame([], "user_id string, keywords array<string>, embedding array<float>")
+
+    monkeypatch.setattr(train_mod, "place_vectors", vectors)
+    monkeypatch.setattr(train_mod, "interest_vectors", interests)
+    return clicks
+
+
+def test_no_event_at_or_after_the_cut_reaches_training(spark, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from placerec.model.train import Trainer
+
+    clicks = _trainer_world(spark, monkeypatch)
+    s = Settings(train_factors=4, train_als_iterations=3, interaction_half_life_days=7.0)
+    trainer = Trainer(spark, _at(8, 0), s)
+    cut = _at(6, 0)
+    split = trainer.split(cut)
+    coo = split.train.tocoo()
+    got = {(split.users[u], split.items[i]) for u, i in zip(coo.row, coo.col, strict=True)}
+    expected = {(u, p) for t, ts, u, p in clicks if ts < cut and t != "impression"}
+    assert got == expected
+    assert ("a0", "x4") not in got and ("late", "y2") not in got and ("a1", "y3") not in got
+    assert split.history[split.user_index["late"]] == 0
+
+    users, truth = trainer.truth(split, _at(7, 0))
+    held = {split.users[u]: {split.items[i] for i in t} for u, t in zip(users, truth, strict=True)}
+    # b0's y1 was seen in training: not a positive; the day-7 click is outside [cut, day 7)
+    assert held == {"a0": {"x4"}, "late": {"y2"}}
+
+
+def test_same_seed_same_factors(spark, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from placerec.model.train import Trainer, fit_als
+
+    _trainer_world(spark, monkeypatch)
+    s = Settings(train_factors=4, train_als_iterations=3)
+    split = Trainer(spark, _at(8, 0), s).split(_at(6, 0))
+    again = fit_als(spark, split.train, s)
+    assert split.user_factors is not None and split.item_factors is not None
+    assert np.array_equal(split.user_factors, again[0]) and np.array_equal(split.item_factors, again[1])
+    other = fit_als(spark, split.train, Settings(train_factors=4, train_als_iterations=3, train_seed=7))
+    assert not np.array_equal(split.user_factors, other[0])
