@@ -182,6 +182,8 @@ def format_training(details: dict[str, Any], k: int = 10) -> str:
     """The run's verdict and its evaluation table (overall, then per user segment)."""
     from placerec.model.report import format_table
 
+    if not details.get("model_version"):
+        return f"train_hybrid for {details['test'][1]}: {details['gate']}"
     blend = details.get("blend", {})
     lines = [
         f"model {details['model_version']}: {details['gate']}; promoted={details['promoted']}"

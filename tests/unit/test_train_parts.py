@@ -258,7 +258,11 @@ def test_same_seed_same_factors(spark, monkeypatch) -> None:  # type: ignore[no-
 
     _trainer_world(spark, monkeypatch)
     s = Settings(train_factors=4, train_als_iterations=3)
-    split = Trainer(spark, _at(8, 0), s).split(_at(6, 0))
+    trainer = Trainer(spark, _at(8, 0), s)
+    # a span without positive events is named (train_hybrid then skips instead of failing)
+    assert trainer.empty_spans([(_at(6, 0), _at(7, 0))]) == ""
+    assert "[1999-01-07T13:00:00+00:00" in trainer.empty_spans([(_at(6, 0), _at(7, 0)), (_at(7, 13), _at(8, 0))])
+    split = trainer.split(_at(6, 0))
     again = fit_als(spark, split.train, s)
     assert split.user_factors is not None and split.item_factors is not None
     assert np.array_equal(split.user_factors, again[0]) and np.array_equal(split.item_factors, again[1])

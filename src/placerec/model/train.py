@@ -232,6 +232,21 @@ class Trainer:
         )
         return split
 
+    def empty_spans(self, spans: list[tuple[datetime, datetime]]) -> str:
+        """Why training cannot be evaluated: spans without a single positive event ("" if none)."""
+        from pyspark.sql import functions as F
+
+        empty = []
+        for lo, hi in spans:
+            found = self.events.where(
+                (F.col("event_ts") >= F.lit(lo).cast("timestamp"))
+                & (F.col("event_ts") < F.lit(hi).cast("timestamp"))
+                & F.col("event_type").isin(list(POSITIVE_EVENTS))
+            ).limit(1)
+            if not found.count():
+                empty.append(f"no {', '.join(POSITIVE_EVENTS)} events in [{lo.isoformat()}, {hi.isoformat()})")
+        return "; ".join(empty)
+
     def truth(self, split: Split, until: datetime) -> tuple[np.ndarray, list[np.ndarray]]:
         """Evaluation users (row indices) and their held-out positives in ``[split.cut, until)``."""
         from pyspark.sql import functions as F
@@ -299,7 +314,9 @@ def fit_als(spark: SparkSession, train: sp.csr_matrix, s: Settings) -> tuple[np.
     for target, factors in ((user_f, model.userFactors), (item_f, model.itemFactors)):
         tbl = factors.toArrow()
         ids = tbl.column("id").to_numpy()
-        target[ids] = np.array(tbl.column("features").to_pylist(), dtype=np.float32)
+        # flat Arrow values straight into numpy: to_pylist() costs ~1 KB of Python objects per factor
+        flat = tbl.column("features").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        target[ids] = flat.astype(np.float32).reshape(len(ids), s.train_factors)
     return user_f, item_f
 
 
@@ -439,6 +456,17 @@ def run_train_hybrid(
     params = _params(s)
     version = _version(end, params, trainer.snaps)
     details: dict[str, Any] = {"model_version": version, "test": [test_cut.isoformat(), end.isoformat()]}
+
+    empty = trainer.empty_spans([(val_cut, test_cut), (test_cut, end)])
+    if empty:
+        # Nothing to choose a blend on or to evaluate with (an empty day, or too little history):
+        # no model is written and nothing is promoted; the record says why.
+        details.update(model_version=None, promoted=False, forced=False, gate=f"skipped: {empty}", table=[])
+        seconds = time.monotonic() - began
+        details["seconds"] = round(seconds, 3)
+        record_metrics(spark, TaskMetrics(JOB, start, end, run_id, seconds=seconds, details=details))
+        log.warning("train_hybrid skipped: %s", empty)
+        return details
 
     val = trainer.split(val_cut)
     val_users, val_truth = trainer.truth(val, test_cut)
