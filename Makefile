@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status demo test test-unit test-dags test-integration lint format bench clean
+.PHONY: help setup up down status demo nsmc test test-unit test-dags test-integration lint format bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -25,8 +25,12 @@ down: ## stop what `make up` started
 status: ## show each service, its URL and health
 	$(RUN) placerec dev status
 
-demo: up ## 7 days of demo data ingested by an Airflow backfill, then per-day counts
+demo: up ## 7 days of demo data: ingested by an Airflow backfill, enriched, trained and evaluated (the DAGs)
 	$(RUN) placerec demo --days 7 --seed 42
+
+nsmc: setup ## the README's NSMC evaluation: import, keywords (sampled), train + evaluate (state in .local/nsmc)
+	$(RUN) placerec dev up --only embeddings
+	bash scripts/nsmc.sh
 
 test: lint up ## lint, then every test tier against the real services (unit, dags, integration)
 	bash scripts/pytest.sh $(PYTEST_ARGS)
@@ -53,6 +57,7 @@ bench: up ## benchmarks (figures, not pass/fail): results in bench/results/*.jso
 	$(RUN) python bench/enrich_throughput.py
 	$(RUN) python bench/embeddings_throughput.py
 	$(RUN) python bench/enrich_replay.py
+	$(RUN) python bench/train_scale.py
 
 clean: down ## stop services and delete the state folder (.local: caches, tables, logs)
 	rm -rf .local

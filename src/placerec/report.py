@@ -119,15 +119,21 @@ def enrichment_summary(first: date, last: date, settings: Settings | None = None
         .to_arrow()
         .to_pylist()
     )
-    for row in metrics:
+    # Newest run first: a day re-enriched by a later run (a week-long rerun after daily runs) is
+    # counted once, from the run that did it last; older runs whose days are all covered are skipped.
+    for row in sorted(metrics, key=lambda r: r["recorded_at"], reverse=True):
         details = json.loads(row["details"] or "{}")
         if details.get("dry_run"):
             continue
+        days = set()
         d, end = row["interval_start"].astimezone(timezone.utc).date(), row["interval_end"].astimezone(timezone.utc)
         while datetime.combine(d, time(0), tzinfo=timezone.utc) < end:
             if first <= d <= last:
-                out.days_covered.add(d)
+                days.add(d)
             d += timedelta(days=1)
+        if days <= out.days_covered:
+            continue
+        out.days_covered |= days
         out.reviews += row["rows_read"] or 0
         out.keyword_rows += row["rows_written"] or 0
         out.calls += row["calls"] or 0
