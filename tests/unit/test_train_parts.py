@@ -268,3 +268,26 @@ def test_same_seed_same_factors(spark, monkeypatch) -> None:  # type: ignore[no-
     assert np.array_equal(split.user_factors, again[0]) and np.array_equal(split.item_factors, again[1])
     other = fit_als(spark, split.train, Settings(train_factors=4, train_als_iterations=3, train_seed=7))
     assert not np.array_equal(split.user_factors, other[0])
+
+
+def test_every_method_is_scored_over_the_catalogue_only() -> None:
+    from placerec.model.hybrid import SegmentBlend
+    from placerec.model.train import evaluate_methods
+
+    split = _world()
+    # every user's held-out place is item 7's twin... except that item 7 is outside the catalogue:
+    # no list may contain it, and coverage counts the 7 catalogue items only
+    users = np.arange(9)
+    truth = [np.array([3 if u >= 4 else 2]) for u in range(9)]
+    blend = SegmentBlend({seg: Blend(k=1.0, beta=0.5) for seg in ("cold", "light", "heavy")})
+    rows = evaluate_methods(split, users, truth, blend, Settings(train_factors=2), methods=METHODS_ALL)
+    assert {r["method"] for r in rows} == set(METHODS_ALL)
+    for r in rows:
+        assert 0.0 <= r["coverage@10"] <= 1.0
+        if r["segment"] == "all":
+            # 9 users × up to 8 unseen catalogue places: every list holds only catalogue items, and
+            # with lists of 10 over a 7-item catalogue every candidate is shown to someone
+            assert r["coverage@10"] == pytest.approx(1.0), r["method"]
+
+
+METHODS_ALL = ("hybrid", "popularity", "cf", "content", "ease", "implicit_als")

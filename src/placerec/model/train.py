@@ -341,9 +341,7 @@ def evaluate_methods(
         if name in blends:
             recs[name] = scorer.recommend(users, blends[name], EVAL_K)
         elif name == "ease":
-            recs[name] = references.recommend(
-                references.EASE(lam=500.0).fit(split.train), split.excluded, users, EVAL_K
-            )
+            recs[name] = _reference_lists(references.EASE(lam=500.0).fit(split.train), split, users)
         elif name == "implicit_als":
             model = references.ImplicitALS(
                 factors=s.train_factors,
@@ -352,27 +350,43 @@ def evaluate_methods(
                 iterations=15,
                 random_state=s.train_seed,
             ).fit(split.train)
-            recs[name] = references.recommend(model, split.excluded, users, EVAL_K)
+            recs[name] = _reference_lists(model, split, users)
     segments = scorer.segments[users]
-    popularity = np.asarray((split.train > 0).sum(axis=0)).ravel()
+    # Metrics see the catalogue at the cut only: item ids are renumbered over the candidates, so
+    # coverage is a share of what could have been recommended.
+    cand = np.flatnonzero(split.candidates)
+    renumber = np.full(len(split.items) + 1, -1, dtype=np.int64)
+    renumber[cand] = np.arange(len(cand))
+    popularity = np.asarray((split.train > 0).sum(axis=0)).ravel()[cand]
     n_train_users = int((split.history > 0).sum())
     rows = []
     for name, lists in recs.items():
+        lists = renumber[lists]  # -1 padding maps to the last slot, which is -1
         for segment in SEGMENTS:
             mask = np.ones(len(users), dtype=bool) if segment == "all" else segments == segment
             if not mask.any():
                 continue
             figures = metrics.evaluate(
                 lists[mask],
-                [t for t, m in zip(truth, mask, strict=True) if m],
+                [renumber[t] for t, m in zip(truth, mask, strict=True) if m],
                 EVAL_K,
-                n_items=int(split.candidates.sum()),
+                n_items=len(cand),
                 item_popularity=popularity,
                 n_train_users=max(1, n_train_users),
-                item_vectors=split.item_vectors,
+                item_vectors=split.item_vectors[cand],
             )
             rows.append({"method": name, "segment": segment, **figures})
     return rows
+
+
+def _reference_lists(model: references.Recommender, split: Split, users: np.ndarray) -> np.ndarray:
+    """Top-10 of a reference model over the same candidates as ours (the catalogue at the cut)."""
+    out = []
+    for b in range(0, len(users), 2048):
+        batch = users[b : b + 2048]
+        scores = np.where(split.candidates[None, :], model.scores(batch), -np.inf).astype(np.float32)
+        out.append(references.top_k(scores, split.excluded, batch, EVAL_K))
+    return np.vstack(out) if out else np.empty((0, EVAL_K), dtype=np.int64)
 
 
 def _version(end: datetime, params: dict[str, str], snaps: dict[str, str]) -> str:
