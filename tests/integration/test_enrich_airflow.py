@@ -47,7 +47,7 @@ def enriched(settings: Settings) -> Iterator[dict[str, Any]]:
     # Training on a day of test data is not this test's business (and would fail: no history).
     api.set_paused("train_hybrid", True)
     root = SERVICE_HOME / "test-landing" / "enrich-airflow"
-    generate(root, FIRST, DAYS, seed=11, places=80, users=250, events=2000, malformed_rate=0.0)
+    generate(root, FIRST, DAYS, seed=11, places=80, users=250, events=4000, malformed_rate=0.0)
     began = datetime.now(timezone.utc)
     api.set_paused("enrich_reviews", False)
     api.set_paused("ingest_events", False)
