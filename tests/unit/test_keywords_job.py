@@ -133,7 +133,8 @@ def test_every_review_ends_in_features_or_quarantine_under_faults(spark, unit_ho
             assert (r["extractor"], r["model"], r["prompt_version"]) == ("llm", "fault-model-a", spec.prompt_version)
         for rid, kws in per_review.items():
             assert len(kws) == len(set(kws)) or len(kws) <= 3, (rid, kws)
-        assert per_review[ids[0]] == per_review[ids[-1]]
+        # The same text twice: one call, one outcome for both (keywords, or the same quarantine reason).
+        assert per_review.get(ids[0]) == per_review.get(ids[-1]) and q.get(ids[0]) == q.get(ids[-1])
 
         # The prompt-injection review cannot write into other rows; its own answer fails validation.
         injected = ids[texts.index(INJECTION)]
