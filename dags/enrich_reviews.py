@@ -29,6 +29,7 @@ from airflow.sdk import DAG, Param
 
 from placerec.orchestration import (
     DEFAULT_ARGS,
+    INTERVAL_ARGS,
     USER_DEFINED_MACROS,
     announce,
     resolve_interval,
@@ -37,14 +38,6 @@ from placerec.orchestration import (
     unless_dry_run,
 )
 
-INTERVAL = [
-    "--start",
-    "{{ ti.xcom_pull(task_ids='resolve_interval')['start'] }}",
-    "--end",
-    "{{ ti.xcom_pull(task_ids='resolve_interval')['end'] }}",
-    "--run-id",
-    "{{ run_id }}",
-]
 EXTRACTOR = [
     "--extractor",
     "{{ params.extractor }}",
@@ -84,7 +77,7 @@ with DAG(
         task_id="extract_review_keywords",
         job="extract_review_keywords",
         args=[
-            *INTERVAL,
+            *INTERVAL_ARGS,
             *EXTRACTOR,
             "--budget-tokens",
             "{{ params.budget_tokens }}",
@@ -96,9 +89,9 @@ with DAG(
         outlets=[table_asset("features.review_keywords")],
     )
     go_on = unless_dry_run()
-    profiles = spark_job(task_id="build_place_profiles", job="build_place_profiles", args=INTERVAL)
+    profiles = spark_job(task_id="build_place_profiles", job="build_place_profiles", args=INTERVAL_ARGS)
     interests = spark_job(
-        task_id="extract_search_interests", job="extract_search_interests", args=[*INTERVAL, *EXTRACTOR]
+        task_id="extract_search_interests", job="extract_search_interests", args=[*INTERVAL_ARGS, *EXTRACTOR]
     )
     # One event per asset per run, carrying the interval (this run has none of its own for train to inherit).
     done = announce(

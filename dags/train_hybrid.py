@@ -25,6 +25,7 @@ from airflow.sdk import DAG, Param
 
 from placerec.orchestration import (
     DEFAULT_ARGS,
+    INTERVAL_ARGS,
     USER_DEFINED_MACROS,
     announce_promoted,
     if_promoted,
@@ -33,14 +34,6 @@ from placerec.orchestration import (
     table_asset,
 )
 
-INTERVAL = [
-    "--start",
-    "{{ ti.xcom_pull(task_ids='resolve_interval')['start'] }}",
-    "--end",
-    "{{ ti.xcom_pull(task_ids='resolve_interval')['end'] }}",
-    "--run-id",
-    "{{ run_id }}",
-]
 RECOMMENDATIONS = table_asset("model.recommendations")
 
 with DAG(
@@ -64,13 +57,13 @@ with DAG(
     interactions = spark_job(
         task_id="build_interactions",
         job="build_interactions",
-        args=INTERVAL,
+        args=INTERVAL_ARGS,
         outlets=[table_asset("features.interactions")],
     )
     train = spark_job(
         task_id="train_hybrid",
         job="train_hybrid",
-        args=[*INTERVAL, "--force", "{{ params.force }}"],
+        args=[*INTERVAL_ARGS, "--force", "{{ params.force }}"],
     )
 
     interval >> interactions >> train >> if_promoted() >> announce_promoted("announce_recommendations", RECOMMENDATIONS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
+
+log = logging.getLogger(__name__)
 
 _MERGE_ATTEMPTS = 5
 _CONFLICT_MARKERS = ("CommitFailedException", "ValidationException", "conflicting files", "Missing required files")
@@ -119,6 +122,23 @@ def record_metrics(spark: SparkSession, m: TaskMetrics) -> None:
             if attempt + 1 == _MERGE_ATTEMPTS or not any(m in str(exc) for m in _CONFLICT_MARKERS):
                 raise
             time.sleep(1 + attempt)
+
+
+def record_job_metrics(
+    spark: SparkSession,
+    job: str,
+    start: datetime,
+    end: datetime,
+    run_id: str,
+    began: float,
+    details: dict[str, Any],
+    **figures: Any,
+) -> None:
+    """Record a job's row: its seconds since ``began`` (monotonic) go into ``details`` too; log the details."""
+    seconds = time.monotonic() - began
+    details["seconds"] = round(seconds, 3)
+    record_metrics(spark, TaskMetrics(job, start, end, run_id, seconds=seconds, details=details, **figures))
+    log.info("%s %s", job, json.dumps(details, default=str, sort_keys=True))
 
 
 def snapshot_ids(tables: list[str]) -> dict[str, str]:

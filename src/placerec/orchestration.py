@@ -31,6 +31,16 @@ DEFAULT_ARGS: dict[str, Any] = {
 # a day each, so schedules are interval timetables: the run for day D covers [D, D+1) UTC.
 DAILY = CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
 
+# The resolved interval and run id, templated into a Spark task's arguments (after ``resolve_interval``).
+INTERVAL_ARGS = [
+    "--start",
+    "{{ ti.xcom_pull(task_ids='resolve_interval')['start'] }}",
+    "--end",
+    "{{ ti.xcom_pull(task_ids='resolve_interval')['end'] }}",
+    "--run-id",
+    "{{ run_id }}",
+]
+
 # Where a spark-submit task picks up the library's job scripts.
 JOBS_DIR = PROJECT_ROOT / "jobs"
 

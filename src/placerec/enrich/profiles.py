@@ -17,7 +17,6 @@ recency-weighted frequency, embedded as a *query* (e5 distinguishes queries from
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import date, datetime, timedelta
@@ -28,11 +27,10 @@ from placerec.enrich.budget import PriceTable
 from placerec.enrich.keywords import RESULT_SCHEMA, ExtractorSpec, keyword_worker, resolve_extractor
 from placerec.enrich.vectors import embed_texts
 from placerec.ops import (
-    TaskMetrics,
     day_quarantine_rows,
     interval_filter,
     read_at,
-    record_metrics,
+    record_job_metrics,
     snapshot_ids,
     write_day_quarantine,
 )
@@ -54,7 +52,8 @@ def as_of(end: datetime) -> date:
     return (end - timedelta(microseconds=1)).date()
 
 
-def _decay(ts: str, end: datetime, half_life_days: float) -> Column:
+def time_decay(ts: str, end: datetime, half_life_days: float) -> Column:
+    """``0.5 ** (age in days at end / half-life)`` of timestamp column ``ts`` (1 at ``end``, never above)."""
     from pyspark.sql import functions as F
 
     age_days = (F.lit(end).cast("timestamp").cast("double") - F.col(ts).cast("double")) / 86400.0
@@ -71,7 +70,7 @@ def place_profile_rows(keywords: DataFrame, places: DataFrame, end: datetime, se
     )
     scored = (
         keywords.where(F.col("keyword").isNotNull() & (F.length(F.trim("keyword")) > 0))
-        .withColumn("decay", _decay("review_ts", end, settings.profile_half_life_days))
+        .withColumn("decay", time_decay("review_ts", end, settings.profile_half_life_days))
         .groupBy("place_id", F.trim("keyword").alias("keyword"))
         .agg(
             F.sum(F.coalesce(F.col("weight"), F.lit(0.5)) * F.col("decay")).alias("score"),
@@ -164,7 +163,7 @@ def run_build_place_profiles(
         embedding_calls=int(stats.usage.get("calls", 0)),
         source_snapshots=snaps,
     )
-    _metrics(spark, PROFILES_JOB, start, end, run_id, began, details, rows_written=details["places"])
+    record_job_metrics(spark, PROFILES_JOB, start, end, run_id, began, details, rows_written=details["places"])
     return details
 
 
@@ -177,7 +176,7 @@ def interest_rows(searches: DataFrame, query_keywords: DataFrame, end: datetime,
         "query_hash", F.trim("k.term").alias("keyword"), F.coalesce("k.weight", F.lit(0.5)).alias("weight")
     )
     scored = (
-        searches.withColumn("decay", _decay("event_ts", end, settings.profile_half_life_days))
+        searches.withColumn("decay", time_decay("event_ts", end, settings.profile_half_life_days))
         .join(per_query, "query_hash")
         .groupBy("user_id", "keyword")
         .agg(F.sum(F.col("weight") * F.col("decay")).alias("score"))
@@ -304,7 +303,7 @@ def run_extract_search_interests(
         quarantined=quarantine.count(),
         source_snapshots=snaps,
     )
-    _metrics(
+    record_job_metrics(
         spark,
         INTERESTS_JOB,
         start,
@@ -319,19 +318,3 @@ def run_extract_search_interests(
         cost=PriceTable.from_spec(s.llm_prices).cost(spec.model, t_in, t_out) if spec.kind == "llm" else 0.0,
     )
     return details
-
-
-def _metrics(
-    spark: SparkSession,
-    job: str,
-    start: datetime,
-    end: datetime,
-    run_id: str,
-    began: float,
-    details: dict[str, Any],
-    **figures: Any,
-) -> None:
-    seconds = time.monotonic() - began
-    details["seconds"] = round(seconds, 3)
-    record_metrics(spark, TaskMetrics(job, start, end, run_id, seconds=seconds, details=details, **figures))
-    log.info("%s %s", job, json.dumps(details, default=str, sort_keys=True))

@@ -198,8 +198,13 @@ class Scorer:
         return np.vstack(out) if out else np.empty((0, k), dtype=np.int64)
 
     def _top(self, scores: np.ndarray, users: np.ndarray, k: int) -> np.ndarray:
-        scores = np.where(self.split.candidates[None, :], scores, -np.inf).astype(np.float32)
-        return top_k(scores, self.split.excluded, users, k)
+        return catalogue_top(self.split, scores, users, k)
+
+
+def catalogue_top(split: Split, scores: np.ndarray, users: np.ndarray, k: int) -> np.ndarray:
+    """Top-``k`` of ``scores`` over the catalogue at the cut, without what each user engaged with."""
+    masked = np.where(split.candidates[None, :], scores, -np.inf).astype(np.float32)
+    return top_k(masked, split.excluded, users, k)
 
 
 def _batches(users: np.ndarray, size: int = BATCH) -> Iterator[np.ndarray]:

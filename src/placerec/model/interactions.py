@@ -18,8 +18,9 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from placerec.enrich.profiles import as_of, time_decay
 from placerec.ingest.records import DEFAULT_RATING_RANGE, RATING_RANGE
-from placerec.ops import TaskMetrics, read_at, record_metrics, snapshot_ids
+from placerec.ops import read_at, record_job_metrics, snapshot_ids
 from placerec.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -70,8 +71,7 @@ def interaction_rows(events: DataFrame, end: datetime, settings: Settings) -> Da
     type_weight = F.lit(0.0)
     for etype, w in weights.items():
         type_weight = F.when(F.col("event_type") == etype, F.lit(w)).otherwise(type_weight)
-    age_days = (F.lit(end).cast("timestamp").cast("double") - F.col("event_ts").cast("double")) / 86400.0
-    decay = F.pow(F.lit(0.5), F.greatest(age_days, F.lit(0.0)) / F.lit(settings.interaction_half_life_days))
+    decay = time_decay("event_ts", end, settings.interaction_half_life_days)
     review_factor = F.when(F.col("event_type") == "review", _rating_factor()).otherwise(F.lit(1.0))
 
     pairs = (
@@ -103,7 +103,6 @@ def run_build_interactions(
     from pyspark.sql import functions as F
 
     from placerec.catalog import get_catalog
-    from placerec.enrich.profiles import as_of
     from placerec.tables import ensure_tables
 
     s = settings or get_settings()
@@ -134,19 +133,7 @@ def run_build_interactions(
         "max_places": s.interaction_max_places,
         "source_snapshots": snaps,
     }
-    seconds = time.monotonic() - began
-    details["seconds"] = round(seconds, 3)
-    record_metrics(
-        spark,
-        TaskMetrics(
-            JOB,
-            start,
-            end,
-            run_id,
-            rows_read=details["events"],
-            rows_written=details["rows"],
-            seconds=seconds,
-            details=details,
-        ),
+    record_job_metrics(
+        spark, JOB, start, end, run_id, began, details, rows_read=details["events"], rows_written=details["rows"]
     )
     return details

@@ -29,7 +29,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,10 +44,11 @@ from placerec.model.hybrid import (
     Scorer,
     SegmentBlend,
     Split,
+    catalogue_top,
     choose_blend,
 )
 from placerec.model.interactions import interaction_rows, parse_weights
-from placerec.ops import TaskMetrics, read_at, record_metrics, snapshot_ids
+from placerec.ops import read_at, record_job_metrics, snapshot_ids
 from placerec.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -384,8 +384,7 @@ def _reference_lists(model: references.Recommender, split: Split, users: np.ndar
     out = []
     for b in range(0, len(users), 2048):
         batch = users[b : b + 2048]
-        scores = np.where(split.candidates[None, :], model.scores(batch), -np.inf).astype(np.float32)
-        out.append(references.top_k(scores, split.excluded, batch, EVAL_K))
+        out.append(catalogue_top(split, model.scores(batch), batch, EVAL_K))
     return np.vstack(out) if out else np.empty((0, EVAL_K), dtype=np.int64)
 
 
@@ -476,9 +475,7 @@ def run_train_hybrid(
         # Nothing to choose a blend on or to evaluate with (an empty day, or too little history):
         # no model is written and nothing is promoted; the record says why.
         details.update(model_version=None, promoted=False, forced=False, gate=f"skipped: {empty}", table=[])
-        seconds = time.monotonic() - began
-        details["seconds"] = round(seconds, 3)
-        record_metrics(spark, TaskMetrics(JOB, start, end, run_id, seconds=seconds, details=details))
+        record_job_metrics(spark, JOB, start, end, run_id, began, details)
         log.warning("train_hybrid skipped: %s", empty)
         return details
 
@@ -515,8 +512,7 @@ def run_train_hybrid(
     for b in range(0, len(users), 2048):
         batch = users[b : b + 2048]
         scores = scorer.combine(batch, scorer.parts(batch), blend)
-        scores = np.where(full.candidates[None, :], scores, -np.inf).astype(np.float32)
-        top = references.top_k(scores, full.excluded, batch, s.train_top_k)
+        top = catalogue_top(full, scores, batch, s.train_top_k)
         for r, user in enumerate(batch):
             places = top[r][top[r] >= 0]
             reasons = reasons_for(int(user), places, full, trainer)
@@ -583,20 +579,16 @@ def run_train_hybrid(
         source_snapshots=trainer.snaps,
         **trainer.stats,
     )
-    seconds = time.monotonic() - began
-    details["seconds"] = round(seconds, 3)
-    record_metrics(
+    record_job_metrics(
         spark,
-        TaskMetrics(
-            JOB,
-            start,
-            end,
-            run_id,
-            rows_read=int(trainer.events.count()),
-            rows_written=recs.num_rows,
-            seconds=seconds,
-            details=details,
-        ),
+        JOB,
+        start,
+        end,
+        run_id,
+        began,
+        details,
+        rows_read=int(trainer.events.count()),
+        rows_written=recs.num_rows,
     )
     return details
 
@@ -655,7 +647,3 @@ def _record_run(
         WHEN NOT MATCHED THEN INSERT *
         """
     )
-
-
-def report_path(settings: Settings, version: str) -> Path:
-    return settings.home / "reports" / version / "report.md"
