@@ -21,7 +21,7 @@ def main(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("httpx", "httpx2", "httpcore", "openai"):  # one line per HTTP request otherwise
+    for noisy in ("httpx", "httpx2", "httpcore", "openai", "opensearch"):  # one line per HTTP request otherwise
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
@@ -375,6 +375,107 @@ def train_hybrid(start: str, end: str | None, run_id: str, force: bool, methods:
         click.echo(format_training(details))
 
 
+@main.command("publish-index")
+@_interval_options
+@click.option("--model-version", default="", help="Model version to publish (default: the newest promoted one).")
+@click.option(
+    "--force",
+    type=click.BOOL,
+    default=False,
+    show_default=True,
+    help="Rebuild even if the live version has these inputs.",
+)
+@click.option(
+    "--dry-run", type=click.BOOL, default=False, show_default=True, help="Build and validate, then drop: aliases stay."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the job's full record as JSON.")
+def publish_index(
+    start: str, end: str | None, run_id: str, model_version: str, force: bool, dry_run: bool, as_json: bool
+) -> None:
+    """Build versioned OpenSearch indices (places, recommendations, users), validate, swap the aliases."""
+    from placerec.report import format_publish
+    from placerec.serve.publish import JOB, run_publish_index
+    from placerec.settings import get_settings
+    from placerec.spark import get_spark
+
+    settings = get_settings()
+    begin, finish = _interval(start, end)
+    spark = get_spark(JOB, settings)
+    try:
+        details = run_publish_index(
+            spark, begin, finish, run_id=run_id, model_version=_blank(model_version) or "", force=force, dry_run=dry_run
+        )
+    finally:
+        spark.stop()
+    click.echo(
+        json.dumps(details, ensure_ascii=False, sort_keys=True, default=str) if as_json else format_publish(details)
+    )
+
+
+@main.command("rollback")
+@click.option("--to", "to", default="", help="Version to go back to (default: the newest one before the live one).")
+def rollback_command(to: str) -> None:
+    """Point every serving alias back at an earlier published version (one atomic request)."""
+    from placerec.serve.publish import PublishError, rollback
+
+    try:
+        result = rollback(to)
+    except PublishError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{result['status']}: {result['from'] or '(none)'} -> {result['to']}")
+
+
+@main.command("index-versions")
+def index_versions() -> None:
+    """Published index versions (ops.index_versions) and what the aliases point at now."""
+    from placerec.report import format_index_versions
+    from placerec.serve.client import opensearch_client
+    from placerec.serve.publish import live_version, recorded
+    from placerec.settings import get_settings
+
+    settings = get_settings()
+    click.echo(format_index_versions(recorded(settings), live_version(opensearch_client(settings), settings)))
+
+
+def _place_filters(f):  # type: ignore[no-untyped-def]
+    f = click.option("--category", default="", help="Only places of this category.")(f)
+    f = click.option("--district", default="", help="Only places in this district.")(f)
+    return click.option("-k", "k", default=10, show_default=True, help="How many places.")(f)
+
+
+@main.command("recommend")
+@click.option("--user", required=True, help="User id.")
+@_place_filters
+def recommend_command(user: str, k: int, district: str, category: str) -> None:
+    """A user's recommendations from the live OpenSearch indices, with reasons."""
+    from placerec.report import format_answer
+    from placerec.serve.client import opensearch_client
+    from placerec.serve.query import recommend
+    from placerec.settings import get_settings
+
+    settings = get_settings()
+    answer = recommend(opensearch_client(settings), settings, user, k, district, category)
+    click.echo(format_answer(answer, f"user {user}"))
+
+
+@main.command("search")
+@click.argument("text")
+@_place_filters
+def search_command(text: str, k: int, district: str, category: str) -> None:
+    """Places for a free-text query: keyword match and k-NN on its embedding, fused by rank."""
+    from placerec.enrich.embeddings import EmbeddingClient
+    from placerec.report import format_answer
+    from placerec.serve.client import opensearch_client
+    from placerec.serve.query import search
+    from placerec.settings import get_settings
+
+    settings = get_settings()
+    with EmbeddingClient(settings=settings) as embedder:
+        vector = embedder.embed([text], input_type="query")[0]
+    answer = search(opensearch_client(settings), settings, text, vector, k, district, category)
+    click.echo(format_answer(answer, repr(text)))
+
+
 @main.command("create-tables")
 def create_tables() -> None:
     """Create every Iceberg namespace and table that does not exist yet."""
@@ -469,8 +570,10 @@ def demo(days: int, seed: int, start: str, timeout: int) -> None:
         enrichment_summary,
         format_enrichment,
         format_ingestion,
+        format_publish,
         format_training,
         ingestion_by_day,
+        job_run,
         training_run,
     )
     from placerec.settings import get_settings
@@ -487,6 +590,7 @@ def demo(days: int, seed: int, start: str, timeout: int) -> None:
     api.wait_for_dag("ingest_events")
     api.wait_for_dag("enrich_reviews")
     api.wait_for_dag("train_hybrid")
+    api.wait_for_dag("publish_index")
     # One enrich run over the whole backfill instead of one per day (each would rebuild every
     # profile): paused, the DAG ignores the ingest runs' Asset events; it is unpaused afterwards.
     api.set_paused("enrich_reviews", True)
@@ -502,6 +606,7 @@ def demo(days: int, seed: int, start: str, timeout: int) -> None:
     click.echo(format_ingestion(ingestion_by_day(first, last)))
     api.set_paused("enrich_reviews", False)
     api.set_paused("train_hybrid", False)
+    api.set_paused("publish_index", False)
     end = last + timedelta(days=1)
     enriched_at = datetime.now(timezone.utc)
     run_id = api.trigger("enrich_reviews", {"start": first.isoformat(), "end": end.isoformat()})
@@ -521,8 +626,43 @@ def demo(days: int, seed: int, start: str, timeout: int) -> None:
     trained = training_run(first, settings)
     assert trained is not None
     click.echo(format_training(trained))
+    if trained.get("promoted"):
+        click.echo("publish_index: triggered by the promoted model.recommendations Asset")
+        api.wait_asset_triggered(
+            "publish_index",
+            enriched_at,
+            lambda: job_run("publish_index", first, settings, since=enriched_at) is not None,
+            timeout=timeout,
+            progress=lambda s: click.echo(f"  {s}"),
+        )
+        published = job_run("publish_index", first, settings, since=enriched_at)
+        assert published is not None
+        click.echo(format_publish(published))
+        _demo_recommendation(settings, str(trained["model_version"]))
+    else:
+        click.echo("publish_index: not triggered, the gate did not promote this model (serving keeps the last one)")
     seconds = (datetime.now(timezone.utc) - began).total_seconds()
-    click.echo(f"done in {seconds:.0f}s; Airflow UI: {settings.airflow_url}/dags/train_hybrid")
+    click.echo(f"done in {seconds:.0f}s; Airflow UI: {settings.airflow_url}/dags/publish_index")
+
+
+def _demo_recommendation(settings: Any, model_version: str) -> None:
+    """What `placerec recommend` prints for the first user whose top place has a reason."""
+    from placerec.catalog import get_catalog
+    from placerec.report import format_answer
+    from placerec.serve.client import opensearch_client
+    from placerec.serve.query import recommend
+    from placerec.tables import load_table
+
+    rows = (
+        load_table(get_catalog(settings), "model.recommendations")
+        .scan(row_filter=f"model_version = '{model_version}' and rank = 1", selected_fields=("user_id", "reason"))
+        .to_arrow()
+        .to_pylist()
+    )
+    users = sorted(r["user_id"] for r in rows if r["reason"])
+    if users:
+        click.echo(f"\n$ placerec recommend --user {users[0]} -k 5")
+        click.echo(format_answer(recommend(opensearch_client(settings), settings, users[0], k=5), f"user {users[0]}"))
 
 
 if __name__ == "__main__":

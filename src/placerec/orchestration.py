@@ -67,11 +67,48 @@ def _settings() -> Any:
 USER_DEFINED_MACROS = {"placerec_spark_jars": _spark_jars, "placerec_settings": _settings}
 
 
+class PlacerecSparkSubmitOperator(SparkSubmitOperator):
+    """spark-submit that hands the job the Airflow connections it names, resolved when the task runs.
+
+    A connection defined in the UI or a secrets backend reaches the job as ``AIRFLOW_CONN_<ID>`` in
+    the spark-submit process environment (never in a templated field, so the password is not
+    rendered in the UI nor logged); one already given as an environment variable is left as it is.
+    """
+
+    def __init__(self, *, connections: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.connections = connections
+
+    def execute(self, context: Any) -> None:
+        import os
+
+        from airflow.sdk import BaseHook
+
+        for conn_id in self.connections:
+            key = f"AIRFLOW_CONN_{conn_id.upper()}"
+            if key in os.environ:
+                continue
+            try:
+                conn = BaseHook.get_connection(conn_id)
+            except Exception:  # not defined: the job falls back to its PLACEREC_* settings
+                self.log.info("no Airflow connection %s: the job uses its PLACEREC_* settings", conn_id)
+                continue
+            # this task's own process: spark-submit inherits it, nothing renders or logs it
+            os.environ[key] = conn.as_json()
+        super().execute(context)
+
+
 def spark_job(
-    task_id: str, job: str, args: list[str], outlets: list[Asset] | None = None, **kwargs: Any
+    task_id: str,
+    job: str,
+    args: list[str],
+    outlets: list[Asset] | None = None,
+    connections: tuple[str, ...] = (),
+    **kwargs: Any,
 ) -> SparkSubmitOperator:
     """A spark-submit task running ``jobs/<job>.py`` with ``args`` through the ``spark_default`` connection."""
-    return SparkSubmitOperator(
+    return PlacerecSparkSubmitOperator(
+        connections=connections,
         task_id=task_id,
         application=str(JOBS_DIR / f"{job}.py"),
         name=f"placerec-{job}",

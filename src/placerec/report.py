@@ -172,16 +172,25 @@ def format_enrichment(s: EnrichSummary) -> str:
     return "\n".join(lines)
 
 
-def training_run(first: date, settings: Settings | None = None) -> dict[str, Any] | None:
-    """The ``details`` train_hybrid recorded for the interval starting ``first`` (None: no run yet)."""
+def job_run(
+    job: str, first: date, settings: Settings | None = None, since: datetime | None = None
+) -> dict[str, Any] | None:
+    """The ``details`` ``job`` recorded for the interval starting ``first`` (None: none yet or none since ``since``)."""
     catalog = get_catalog(settings)
     rows = (
         load_table(catalog, "ops.task_metrics")
-        .scan(row_filter=f"job = 'train_hybrid' and interval_start = '{_ts(first)}'")
+        .scan(row_filter=f"job = '{job}' and interval_start = '{_ts(first)}'")
         .to_arrow()
         .to_pylist()
     )
-    return json.loads(rows[0]["details"] or "{}") if rows else None
+    if not rows or (since is not None and rows[0]["recorded_at"] < since):
+        return None
+    return json.loads(rows[0]["details"] or "{}")
+
+
+def training_run(first: date, settings: Settings | None = None) -> dict[str, Any] | None:
+    """The ``details`` train_hybrid recorded for the interval starting ``first`` (None: no run yet)."""
+    return job_run("train_hybrid", first, settings)
 
 
 def format_training(details: dict[str, Any], k: int = 10) -> str:
@@ -202,4 +211,65 @@ def format_training(details: dict[str, Any], k: int = 10) -> str:
     for segment in ("all", "cold", "light", "heavy"):
         if any(r["segment"] == segment for r in details["table"]):
             lines += ["", f"{segment} users", format_table(details["table"], segment, k)]
+    return "\n".join(lines)
+
+
+def format_publish(details: dict[str, Any]) -> str:
+    """One publish: the version and its fate, documents and speed per family, the validation figures."""
+    status = details.get("status", "?")
+    lines = [f"publish {details.get('version')} (model {details.get('model_version')}): {status}"]
+    if status == "unchanged":
+        return lines[0] + f" ({details.get('reason')})"
+    for family, load in (details.get("load") or {}).items():
+        lines.append(
+            f"  {family:<16} {load['docs']:>8} docs in {load['seconds']:>7.1f}s ({load['docs_per_s'] or 0:,.0f} docs/s)"
+        )
+    checks = details.get("validation") or {}
+    if checks:
+        lines.append(
+            f"  validation: k-NN recall@10 {checks.get('recall@10')}, canned {json.dumps(checks.get('canned'))}"
+        )
+    if details.get("aliases_before") is not None:
+        before = ", ".join(sorted(i for v in details["aliases_before"].values() for i in v)) or "none"
+        lines.append(f"  aliases moved from: {before}")
+    if details.get("deleted"):
+        lines.append(f"  deleted old versions: {', '.join(details['deleted'])}")
+    return "\n".join(lines)
+
+
+def format_index_versions(rows: list[dict[str, Any]], live: str | None) -> str:
+    """Versions newest first: status, model version, documents per family; the live one marked."""
+    by_version: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_version.setdefault(str(r.get("version") or ""), []).append(r)
+    lines = [f"{'version':<34} {'status':<12} {'model':<26} docs (places/recommendations/users)"]
+    for version, family_rows in by_version.items():
+        docs = {r["family"]: r.get("docs") for r in family_rows}
+        mark = " *" if version == live else ""
+        lines.append(
+            f"{version + mark:<34} {family_rows[0].get('status') or '':<12} "
+            + f"{family_rows[0].get('model_version') or '':<26} "
+            + "/".join(str(docs.get(f, "-")) for f in ("places", "recommendations", "users"))
+        )
+    lines.append(f"live: {live or 'none'}")
+    return "\n".join(lines)
+
+
+def format_answer(answer: Any, who: str) -> str:
+    """A recommend/search answer: where it came from, then one line per place with its reasons."""
+    head = {
+        "precomputed": f"recommendations for {who} (model {answer.model_version})",
+        "interests": f"recommendations for {who}: no precomputed list, k-NN from search interests",
+        "popular": f"recommendations for {who}: unknown user, most popular places",
+        "search": f"search {who}: keyword match + k-NN, fused by rank",
+    }[answer.source]
+    lines = [head]
+    if not answer.hits:
+        lines.append("  (no places match)")
+    for rank, h in enumerate(answer.hits, start=1):
+        why = ", ".join(h.reasons) if h.reasons else "-"
+        lines.append(
+            f"{rank:>3}. {h.name or h.place_id} [{h.place_id}] {h.category} / {h.district}  "
+            f"score {h.score:.3f}  because: {why}"
+        )
     return "\n".join(lines)

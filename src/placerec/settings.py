@@ -48,6 +48,36 @@ class Settings:
     opensearch_version: str = "2.19.1"
     opensearch_knn_version: str = "2.19.1.0"
     opensearch_heap: str = "1g"
+    opensearch_conn_id: str = "opensearch_default"
+    """Airflow connection (env form ``AIRFLOW_CONN_OPENSEARCH_DEFAULT``): URL, login, password, TLS options."""
+    opensearch_user: str = ""
+    opensearch_password: str = field(default="", repr=False)
+    """Secret: basic-auth password, kept out of ``repr``."""
+    opensearch_verify_certs: bool = True
+    opensearch_ca_certs: str = ""
+    """PEM file of the CA that signed the cluster's certificate (empty: the system's trust store)."""
+    opensearch_timeout_s: float = 60.0
+
+    index_prefix: str = "placerec"
+    """Aliases are ``<prefix>-places``, ``<prefix>-recommendations``, ``<prefix>-users``; indices add a version."""
+    index_keep_versions: int = 3
+    """Published versions kept (the live one included) for ``placerec rollback``; older indices are deleted."""
+    index_replicas: int = 0
+    """Replicas once live (a build runs with 0); 0 on the single dev node, 1+ on a real cluster."""
+    index_refresh_interval: str = "1s"
+    index_shards: int = 1
+    knn_m: int = 16
+    knn_ef_construction: int = 128
+    knn_ef_search: int = 100
+    publish_partitions: int = 2
+    """Spark partitions bulk-loading at once (each with its own client)."""
+    publish_chunk_bytes: int = 5 * 1024 * 1024
+    publish_chunk_docs: int = 1000
+    publish_max_retries: int = 8
+    """Retries of a rejected (HTTP 429) bulk chunk, with exponential back-off from 1 s (capped at 30 s)."""
+    publish_min_recall: float = 0.95
+    """Validation: k-NN recall@10 against exact cosine on a sample of place vectors must reach this."""
+    publish_recall_sample: int = 200
 
     embeddings_host: str = "127.0.0.1"
     embeddings_port: int = 8089
@@ -163,6 +193,12 @@ class Settings:
 
 
 def _coerce(kind: object, raw: str) -> object:
+    if kind in (bool, "bool"):
+        if raw.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.strip().lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"not a boolean: {raw!r}")
     if kind in (int, "int"):
         return int(raw)
     if kind in (float, "float"):
@@ -183,7 +219,55 @@ def get_settings() -> Settings:
     conn_id = str(values.get("llm_conn_id", Settings.llm_conn_id))
     for name, value in llm_connection(conn_id).items():
         values.setdefault(name, value)  # explicit PLACEREC_LLM_* settings win over the connection
+    search_conn = str(values.get("opensearch_conn_id", Settings.opensearch_conn_id))
+    for key, found in opensearch_connection(search_conn).items():
+        values.setdefault(key, found)  # explicit PLACEREC_OPENSEARCH_* settings win over the connection
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def opensearch_connection(conn_id: str) -> dict[str, object]:
+    """OpenSearch settings from the Airflow connection ``conn_id`` given as ``AIRFLOW_CONN_<ID>`` (JSON or URI).
+
+    JSON: ``{"conn_type": "opensearch", "host": "search.example.com", "port": 9200, "schema": "https",
+    "login": "placerec", "password": "…", "extra": {"verify_certs": true, "ca_certs": "/etc/ca.pem"}}``
+    (``schema`` or ``extra.use_ssl`` choose https); URI: ``opensearch://user:pass@host:9200?use_ssl=true``.
+    """
+    raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}", "").strip()
+    if not raw:
+        return {}
+    if raw.startswith("{"):
+        try:
+            conn = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ValueError(f"AIRFLOW_CONN_{conn_id.upper()} is not valid JSON") from None
+        extra = conn.get("extra") or {}
+        if isinstance(extra, str):
+            extra = json.loads(extra or "{}")
+        host, port = str(conn.get("host") or ""), conn.get("port")
+        login, password = conn.get("login"), conn.get("password")
+        schema = str(conn.get("schema") or "")
+    else:
+        url = urlsplit(raw)
+        extra = dict(parse_qsl(url.query))
+        host, port = url.hostname or "", url.port
+        login, password = unquote(url.username or ""), unquote(url.password or "")
+        schema = extra.pop("__scheme", "")
+    if "://" in host:
+        parsed = urlsplit(host)
+        schema, host, port = schema or parsed.scheme, parsed.hostname or "", port or parsed.port
+    tls = str(extra.get("use_ssl", "")).lower() in ("1", "true", "yes") or schema == "https"
+    found: dict[str, object] = {}
+    if host:
+        found["opensearch_url"] = f"{'https' if tls else 'http'}://{host}:{port or 9200}"
+    if login:
+        found["opensearch_user"] = str(login)
+    if password:
+        found["opensearch_password"] = str(password)
+    if "verify_certs" in extra:
+        found["opensearch_verify_certs"] = _coerce(bool, str(extra["verify_certs"]))
+    if extra.get("ca_certs"):
+        found["opensearch_ca_certs"] = str(extra["ca_certs"])
+    return found
 
 
 def llm_connection(conn_id: str) -> dict[str, str]:

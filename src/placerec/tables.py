@@ -310,9 +310,15 @@ TABLES: tuple[TableDef, ...] = (
             ("docs", L),
             ("status", S),
             ("created_at", TS),
+            ("version", S),
+            ("family", S),
+            ("publish_key", S),
+            ("details", S),
+            ("updated_at", TS),
         ),
         (),
-        "Published OpenSearch index versions, for tracing and rollback.",
+        "Published OpenSearch index versions (one row per index), for tracing and rollback; "
+        "status building | live | previous | rolled-back | failed | rejected | dry-run | deleted.",
     ),
 )
 
@@ -337,7 +343,9 @@ def ensure_tables(catalog: Catalog) -> list[str]:
             pass
     for t in TABLES:
         if catalog.table_exists(t.identifier):
-            _sync_properties(catalog.load_table(t.identifier), {**_WRITE_PROPS, **t.properties})
+            table = catalog.load_table(t.identifier)
+            _sync_properties(table, {**_WRITE_PROPS, **t.properties})
+            _add_columns(table, t.schema())
             continue
         try:
             catalog.create_table(
@@ -350,6 +358,14 @@ def ensure_tables(catalog: Catalog) -> list[str]:
         except TableAlreadyExistsError:  # created concurrently by another task: fine
             pass
     return created
+
+
+def _add_columns(table: Table, wanted: Schema) -> None:
+    """Add the columns a newer definition has (optional, at the end): old rows read them as null."""
+    have = {f.name for f in table.schema().fields}
+    if any(f.name not in have for f in wanted.fields):
+        with table.update_schema() as update:
+            update.union_by_name(wanted)
 
 
 def _sync_properties(table: Table, wanted: dict[str, str]) -> None:

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 SERVICE_USER = "placerec-os"
 """System user the node runs as when we are root."""
 
-LAYOUT_VERSION = "2"
+LAYOUT_VERSION = "3"
 """Bump when the assembled layout changes, so existing installs are rebuilt."""
 
 # Dependencies of lang-painless, pinned by its POM for OpenSearch 2.19.x
@@ -112,6 +112,28 @@ def painless_descriptor(opensearch_version: str, classname: str) -> str:
         "java.version=11\n"
         f"opensearch.version={opensearch_version}\n"
         "extended.plugins=\n"
+        "custom.foldername=\n"
+        "has.native.controller=false\n"
+    )
+
+
+ANALYSIS_COMMON_CLASS = "org.opensearch.analysis.common.CommonAnalysisPlugin"
+
+
+def analysis_common_descriptor(opensearch_version: str) -> str:
+    """``plugin-descriptor.properties`` of the analysis-common module (cjk, ngram, synonym … analyzers).
+
+    The integ-test distribution ships without it; its one jar is on Maven Central. It extends
+    lang-painless (for the analysis scripts it whitelists), as its build.gradle declares.
+    """
+    return (
+        'description=Adds "built in" analyzers to OpenSearch.\n'
+        f"version={opensearch_version}\n"
+        "name=analysis-common\n"
+        f"classname={ANALYSIS_COMMON_CLASS}\n"
+        "java.version=11\n"
+        f"opensearch.version={opensearch_version}\n"
+        "extended.plugins=lang-painless\n"
         "custom.foldername=\n"
         "has.native.controller=false\n"
     )
@@ -202,7 +224,7 @@ def _tool_env(settings: Settings, conf_dir: Path) -> dict[str, str]:
 
 
 def _assemble(settings: Settings, dest: Path) -> None:
-    """Extract the distribution, add lang-painless, install k-NN; atomically move into ``dest``."""
+    """Extract the distribution, add lang-painless and analysis-common, install k-NN; move into ``dest``."""
     dist_zip, knn_zip = (fetch(a, settings) for a in distribution_artifacts(settings))
     jars = [fetch(a, settings) for a in painless_artifacts(settings)]
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -220,6 +242,12 @@ def _assemble(settings: Settings, dest: Path) -> None:
             painless_descriptor(settings.opensearch_version, painless_plugin_class(jars[0]))
         )
         (module / "plugin-security.policy").write_text(PAINLESS_POLICY)
+        analysis = root / "modules" / "analysis-common"
+        analysis.mkdir(parents=True)
+        common = MavenArtifact("org.opensearch.plugin", "analysis-common", settings.opensearch_version)
+        common_jar = fetch(common, settings)
+        shutil.copyfile(common_jar, analysis / common_jar.name)
+        (analysis / "plugin-descriptor.properties").write_text(analysis_common_descriptor(settings.opensearch_version))
         # the official installer verifies the descriptor, jar hell and the extended plugin (lang-painless)
         res = subprocess.run(
             [str(root / "bin" / "opensearch-plugin"), "install", "--batch", knn_zip.as_uri()],

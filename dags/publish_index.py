@@ -1,0 +1,66 @@
+"""
+### publish_index
+
+Runs when `train_hybrid` promotes a model (the `model.recommendations` Asset), for the interval it
+announced (or the `start`/`end` Params of a manual run):
+
+1. **publish_index**: new versioned OpenSearch indices (`placerec-places-<version>`,
+   `placerec-recommendations-<version>`, `placerec-users-<version>`) bulk-loaded from Iceberg by
+   Spark (refresh off, no replicas while loading), then validated (document counts equal the
+   source rows, k-NN recall@10 against exact cosine ≥ `PLACEREC_PUBLISH_MIN_RECALL`, canned
+   queries answer). Only then the aliases move, all in one atomic request. A failed or rejected
+   build is deleted and the aliases stay where they were. The newest `PLACEREC_INDEX_KEEP_VERSIONS`
+   versions are kept; `placerec rollback` moves the aliases back. Each index's fate is a row of
+   `ops.index_versions` (source snapshot ids, model version, validation figures).
+2. **announce_serving**: emit the `serving.indices` Asset with the interval and version.
+
+Params: `dry_run` builds and validates, then drops the build (aliases untouched); `force` rebuilds
+even when the live version was built from the same inputs. OpenSearch is reached through the
+`opensearch_default` connection (URL, login/password, `extra.verify_certs` / `extra.ca_certs`).
+
+Same code as `placerec publish-index --start … --end …` at a shell.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, Asset, Param
+
+from placerec.orchestration import (
+    DEFAULT_ARGS,
+    INTERVAL_ARGS,
+    USER_DEFINED_MACROS,
+    announce,
+    resolve_interval,
+    spark_job,
+    table_asset,
+)
+
+SERVING = Asset(name="serving.indices", uri="opensearch://placerec/serving", group="opensearch")
+
+with DAG(
+    dag_id="publish_index",
+    description="Versioned OpenSearch indices: bulk load, validate, atomic alias swap, keep N for rollback",
+    doc_md=__doc__,
+    schedule=[table_asset("model.recommendations")],
+    start_date=pendulum.datetime(2026, 10, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["placerec", "publish"],
+    user_defined_macros=USER_DEFINED_MACROS,
+    params={
+        "start": Param("", type="string", description="Interval start for a manual run (empty: from the trigger)."),
+        "end": Param("", type="string", description="Interval end, exclusive."),
+        "dry_run": Param(False, type="boolean", description="Build and validate, then drop the build."),
+        "force": Param(False, type="boolean", description="Rebuild even if the live version has these inputs."),
+    },
+):
+    interval = resolve_interval()
+    publish = spark_job(
+        task_id="publish_index",
+        job="publish_index",
+        args=[*INTERVAL_ARGS, "--dry-run", "{{ params.dry_run }}", "--force", "{{ params.force }}"],
+        connections=("opensearch_default",),
+    )
+    interval >> publish >> announce("announce_serving", [SERVING])
