@@ -385,3 +385,21 @@ def test_tls_and_basic_auth_without_leaking_the_password(
 
     metrics = get_catalog().load_table("ops.task_metrics").scan(row_filter="job = 'publish_index'").to_arrow()
     assert secret not in json.dumps(metrics.to_pylist(), default=str)
+
+
+def test_an_interrupted_build_is_never_served_and_is_cleaned_up(
+    spark: Any, inputs: dict[str, Any], settings: Settings
+) -> None:
+    first = run(spark, settings)
+    client = opensearch_client(settings)
+    orphan = "v20000101000000-deadbeef"  # as a killed job would leave it: all three indices, never validated
+    for family in indices.FAMILIES:
+        client.indices.create(index=indices.index_name(settings, family, orphan))
+    with pytest.raises(publish.PublishError, match="no version older"):
+        publish.rollback(settings=settings)
+    with pytest.raises(publish.PublishError, match="no complete set"):
+        publish.rollback(to=orphan, settings=settings)
+    again = run(spark, settings)
+    assert again["status"] == "unchanged" and again["orphans_deleted"] == [orphan]
+    assert index_names(settings) == {indices.index_name(settings, f, first["version"]) for f in indices.FAMILIES}
+    assert versions(settings)[orphan] == "failed"

@@ -45,6 +45,8 @@ JOB = "publish_index"
 INPUTS = ["raw.places", "features.place_profiles", "features.user_interests", "features.interactions"]
 ID_FIELD = {"places": "place_id", "recommendations": "user_id", "users": "user_id"}
 RECALL_K = 10
+SERVED = ("live", "previous", "rolled-back")
+"""Statuses of versions that passed validation and went live: the only ones rollback may return to."""
 
 
 class PublishError(RuntimeError):
@@ -533,6 +535,7 @@ def run_publish_index(
     details: dict[str, Any] = {"model_version": model_version, "publish_key": sources.key, "dry_run": dry_run}
 
     live = live_version(client, s)
+    details["orphans_deleted"] = delete_orphans(client, s, live)
     if live and live.endswith("-" + sources.key) and not force and not dry_run:
         details.update(version=live, status="unchanged", reason="the live version was built from these inputs")
         record_job_metrics(spark, JOB, start, end, run_id, began, details)
@@ -612,13 +615,25 @@ def prune(client: OpenSearch, s: Settings, keep: str) -> list[str]:
     return extra
 
 
+def delete_orphans(client: OpenSearch, s: Settings, live: str | None) -> list[str]:
+    """Delete indices an interrupted build left behind (present, not live, never validated)."""
+    validated = {r["version"] for r in recorded(s) if r["status"] in SERVED}
+    orphans = sorted(v for v in versions_present(client, s) if v != live and v not in validated)
+    for v in orphans:
+        delete_version(client, v, s)
+        record_versions(v, None, "failed", {"reason": "left behind by an interrupted build; deleted"}, s)
+    return orphans
+
+
 def rollback(to: str = "", settings: Settings | None = None) -> dict[str, str]:
     """Point every alias back at version ``to`` (default: the newest complete version older than the live one)."""
     s = settings or get_settings()
     client = opensearch_client(s)
     live = live_version(client, s)
+    validated = {r["version"] for r in recorded(s) if r["status"] in SERVED}
     complete = sorted(
-        (v for v, fams in versions_present(client, s).items() if fams == set(indices.FAMILIES)), reverse=True
+        (v for v, fams in versions_present(client, s).items() if fams == set(indices.FAMILIES) and v in validated),
+        reverse=True,
     )
     if to:
         if to not in complete:
