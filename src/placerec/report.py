@@ -188,11 +188,6 @@ def job_run(
     return json.loads(rows[0]["details"] or "{}")
 
 
-def training_run(first: date, settings: Settings | None = None) -> dict[str, Any] | None:
-    """The ``details`` train_hybrid recorded for the interval starting ``first`` (None: no run yet)."""
-    return job_run("train_hybrid", first, settings)
-
-
 def format_training(details: dict[str, Any], k: int = 10) -> str:
     """The run's verdict and its evaluation table (overall, then per user segment)."""
     from placerec.model.report import format_table

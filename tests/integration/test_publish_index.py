@@ -227,13 +227,6 @@ def test_publish_loads_validates_and_serves(spark: Any, inputs: dict[str, Any], 
     assert answer.hits and all("와인" in h.reasons for h in answer.hits)
 
 
-def test_rerun_of_the_same_inputs_changes_nothing(spark: Any, inputs: dict[str, Any], settings: Settings) -> None:
-    first = run(spark, settings)
-    again = run(spark, settings)
-    assert again["status"] == "unchanged" and again["version"] == first["version"]
-    assert index_names(settings) == {indices.index_name(settings, f, first["version"]) for f in indices.FAMILIES}
-
-
 def test_swaps_never_show_readers_an_error_or_an_empty_index(
     spark: Any, inputs: dict[str, Any], settings: Settings
 ) -> None:
@@ -387,7 +380,7 @@ def test_tls_and_basic_auth_without_leaking_the_password(
     assert secret not in json.dumps(metrics.to_pylist(), default=str)
 
 
-def test_an_interrupted_build_is_never_served_and_is_cleaned_up(
+def test_an_interrupted_build_is_never_served_and_a_rerun_cleans_it_up(
     spark: Any, inputs: dict[str, Any], settings: Settings
 ) -> None:
     first = run(spark, settings)
