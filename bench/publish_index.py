@@ -5,8 +5,11 @@ drawn around 50 cluster centres) in a Spark DataFrame built from a pyarrow table
 first. The figure is ``placerec.serve.publish.load`` (the publish job's load phase: ``publish_partitions``
 Spark partitions, each running ``streaming_bulk``) into a fresh index created with the job's build
 settings and places mapping. The baseline is ``opensearchpy.helpers.parallel_bulk`` from this process
-over the same documents (the dicts ``publish.documents("places", rows)`` yields for the collected rows),
-into another fresh index with the same body, tuned over thread_count × chunk_size; the best try counts.
+over the same documents, into another fresh index with the same body, tuned over thread_count ×
+chunk_size; the best try counts. "The same documents" follows the ``publish`` API in the tree: the dicts
+``documents("places", rows)`` yields for the collected rows (earlier API, Python-side encoding in both
+timed loops), or the ``(_id, _source)`` JSON rows ``documents(frame, "places")`` encodes in Spark,
+persisted before timing as the job does (neither timed loop encodes).
 Two rounds in alternating order (publish, baseline; baseline, publish); each side's fastest pass counts.
 Every index must hold exactly N documents after a refresh. Target: publish ÷ baseline ≥ 1.0.
 
@@ -23,7 +26,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import inspect
 import os
+import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -46,6 +51,7 @@ THREADS = (2, 4)
 CHUNKS = (500, 1000)
 WARMUP_DOCS = 500
 QUERIES, WARMUP_QUERIES, RECALL_QUERIES, K = 500, 50, 100, 10
+PUBLISH_PY = "src/placerec/serve/publish.py"
 # Publish settings tried when the target is missed, in two rounds of alternating order like the main
 # comparison; the defaults ({}) run among them, so each variant has a reference measured at the same time
 # (a single pass per variant proved useless here: other tenants' load moves a pass by up to 2x).
@@ -147,6 +153,60 @@ def synthetic_places(
     return pa.Table.from_arrays(columns, schema=schema), vectors, cat
 
 
+# ---------------------------------------------------------------------------------------------- the code under test
+
+
+def jvm_encoded() -> bool:
+    """Which ``publish`` API is in the tree: ``documents(frame, family)``, a DataFrame of ``(_id, _source)`` JSON
+    encoded by Spark, loaded with ``load(docs, index, s)`` (True); or ``documents(family, rows)`` shaping Python
+    dicts inside ``load(frame, family, index, s)`` (False)."""
+    from placerec.serve import publish
+
+    return next(iter(inspect.signature(publish.documents).parameters)) == "frame"
+
+
+def publish_load(frame: Any, index: str, s: Any) -> Any:
+    from placerec.serve import publish
+
+    if jvm_encoded():
+        return publish.load(frame, index, s)
+    return publish.load(frame, "places", index, s)
+
+
+def load_frame_and_docs(frame: Any) -> tuple[Any, list[tuple[str, Any]], float]:
+    """What ``publish.load`` is given, materialised, and the same documents in driver memory for the baseline.
+
+    JVM-encoded API: ``documents(frame, "places")`` persisted and counted, as the job does before its load
+    (seconds returned); the baseline gets the same ``(_id, _source)`` strings. Earlier API: the frame itself,
+    and ``documents("places", rows)`` over the rows as ``bulk_partition`` sees them (``asDict(recursive=True)``).
+    """
+    from placerec.serve import publish
+
+    if jvm_encoded():
+        began = time.perf_counter()
+        docs_frame = publish.documents(frame, "places").persist()
+        docs_frame.count()
+        encode_s = time.perf_counter() - began
+        return docs_frame, [(r[0], r[1]) for r in docs_frame.collect()], encode_s
+    return frame, list(publish.documents("places", (r.asDict(recursive=True) for r in frame.collect()))), 0.0
+
+
+def git_blob(path: str) -> dict[str, Any]:
+    """The measured file's git blob id, and whether it is the committed one (others edit src/ meanwhile)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=common.REPO_ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    blob, head = git("hash-object", path), git("rev-parse", f"HEAD:{path}")
+    return {
+        "path": path,
+        "blob": blob,
+        "head_commit": git("rev-parse", "--short", "HEAD"),
+        "same_as_head": blob == head,
+    }
+
+
 # ---------------------------------------------------------------------------------------------- measuring
 
 
@@ -191,15 +251,13 @@ def check_count(client: Any, index: str, expected: int) -> tuple[int, float]:
 
 
 def timed_publish(spark_jvm: int, client: Any, frame: Any, n: int, index: str, body: dict, s: Any) -> dict[str, Any]:
-    """``publish.load`` of the cached ``frame`` into a fresh ``index``, then refresh, count, delete."""
-    from placerec.serve import publish
-
+    """``publish.load`` of the materialised ``frame`` into a fresh ``index``, then refresh, count, delete."""
     create_index(client, index, body)
     try:
         load = os.getloadavg()[0]
         cpu0, srv0 = tree_cpu_seconds(spark_jvm) + time.process_time(), server_cpu_seconds(client)
         began = time.perf_counter()
-        result = publish.load(frame, "places", index, s)
+        result = publish_load(frame, index, s)
         seconds = time.perf_counter() - began
         cpu1, srv1 = tree_cpu_seconds(spark_jvm) + time.process_time(), server_cpu_seconds(client)
         if result.failed or result.ok != n:
@@ -221,7 +279,7 @@ def timed_publish(spark_jvm: int, client: Any, frame: Any, n: int, index: str, b
 
 
 def timed_baseline(
-    client: Any, docs: list[tuple[str, dict]], index: str, body: dict, s: Any, threads: int, chunk: int
+    client: Any, docs: list[tuple[str, Any]], index: str, body: dict, s: Any, threads: int, chunk: int
 ) -> dict[str, Any]:
     """``parallel_bulk`` of ``docs`` from this process into a fresh ``index``, then refresh, count, delete."""
     from opensearchpy import helpers
@@ -263,8 +321,10 @@ def timed_baseline(
 
 
 def spark_side_only(spark_jvm: int, frame: Any, n: int, s: Any) -> dict[str, Any]:
-    """``publish.load``'s Spark path without OpenSearch: the same repartition, Row conversion, ``documents()``
-    and bulk-line JSON encoding in ``publish_partitions`` partitions, nothing sent."""
+    """``publish.load``'s Spark path without OpenSearch, in ``publish_partitions`` partitions, nothing sent: the
+    same repartition, then (earlier API) Row conversion, ``documents()`` and JSON encoding, or (JVM-encoded API)
+    the ready ``(_id, _source)`` strings and their action lines."""
+    encoded = jvm_encoded()
 
     def shape(rows: Any) -> Iterator[tuple[int, int]]:
         from opensearchpy.serializer import JSONSerializer
@@ -273,7 +333,11 @@ def spark_side_only(spark_jvm: int, frame: Any, n: int, s: Any) -> dict[str, Any
 
         ser = JSONSerializer()
         docs = size = 0
-        for doc_id, source in publish.documents("places", (r.asDict(recursive=True) for r in rows)):
+        if encoded:
+            pairs = ((r[0], r[1]) for r in rows)
+        else:
+            pairs = publish.documents("places", (r.asDict(recursive=True) for r in rows))
+        for doc_id, source in pairs:
             size += len(ser.dumps({"index": {"_index": "x", "_id": doc_id}}).encode()) + len(ser.dumps(source).encode())
             docs += 1
         yield docs, size
@@ -295,8 +359,8 @@ def spark_side_only(spark_jvm: int, frame: Any, n: int, s: Any) -> dict[str, Any
 
 
 def spark_side_only_jvm_json(spark_jvm: int, frame: Any, n: int) -> dict[str, Any]:
-    """For comparison, not the job's code: the same documents JSON-encoded by Spark in the JVM (``to_json``),
-    handed to the Python workers as strings, nothing sent."""
+    """The source frame JSON-encoded by Spark in the JVM (plain ``to_json``, as the JVM-encoded ``documents()``
+    does) and handed to the Python workers as strings, nothing sent: encoding included, whichever API."""
     from pyspark.sql import functions as F
 
     def count(rows: Any) -> Iterator[tuple[int, int]]:
@@ -346,12 +410,18 @@ def settings_sweep(
     return {"summary": summary, "runs": runs}
 
 
-def doc_json_figures(docs: list[tuple[str, dict]]) -> dict[str, Any]:
+def doc_json_figures(docs: list[tuple[str, Any]]) -> dict[str, Any]:
     """Bulk body size per document as sent, and as it would be with float32 vectors written at float32 precision."""
     from opensearchpy.serializer import JSONSerializer
 
     ser = JSONSerializer()
     sample = [d for _, d in docs[:1000]]
+    if isinstance(sample[0], str):  # encoded by Spark already
+        return {
+            "sample_docs": len(sample),
+            "bytes_per_doc_mean": round(float(np.mean([len(d.encode()) for d in sample]))),
+            "encoded_by": "Spark to_json in the JVM (float32 values at float32 precision)",
+        }
     began = time.perf_counter()
     sent = [len(ser.dumps(d).encode()) for d in sample]
     dumps_s = time.perf_counter() - began
@@ -384,7 +454,7 @@ def build_knn_index(
     """A places index of ``n`` synthetic documents via ``parallel_bulk``; its vectors, categories and build times."""
     from opensearchpy import helpers
 
-    from placerec.serve import indices, publish
+    from placerec.serve import indices
     from placerec.serve.client import opensearch_client
 
     rng = np.random.default_rng(SEED + n)
@@ -396,8 +466,9 @@ def build_knn_index(
         for start in range(0, n, batch):
             table, vec, cat = synthetic_places(rng, centre, min(batch, n - start), offset=start)
             vectors[start : start + len(vec)], cats[start : start + len(cat)] = vec, cat
-            for doc_id, doc in publish.documents("places", table.to_pylist()):
-                yield {"_index": index, "_id": doc_id, "_source": doc}
+            # As documents() would shape them: the generator makes no null, empty or zero value.
+            for doc in table.to_pylist():
+                yield {"_index": index, "_id": doc["place_id"], "_source": doc}
 
     create_index(client, index, body)
     bulk_client = opensearch_client(s, pool_maxsize=threads)
@@ -537,6 +608,7 @@ def main() -> None:
     n = args.places or (2000 if args.quick else 20_000)
     sizes = (1000, 10_000) if args.quick else (1000, 100_000)
     common.quiet_logs()
+    code = git_blob(PUBLISH_PY)
     wall = time.perf_counter()
     stamp = time.strftime("%Y%m%d%H%M%S")
     prefix = f"bench-publish-{stamp}"
@@ -545,7 +617,7 @@ def main() -> None:
         import opensearchpy
         import pyspark
 
-        from placerec.serve import indices, publish
+        from placerec.serve import indices
         from placerec.serve.client import opensearch_client
         from placerec.settings import get_settings
         from placerec.spark import get_spark
@@ -579,14 +651,15 @@ def main() -> None:
                 raise SystemExit(f"{NAME}: the document frame has {frame.count()} rows, expected {n}")
             materialise_s = time.perf_counter() - began
             began = time.perf_counter()
-            # The rows as bulk_partition sees them (Row.asDict(recursive=True)), shaped by documents().
-            docs = list(publish.documents("places", (r.asDict(recursive=True) for r in frame.collect())))
-            collect_s = time.perf_counter() - began
+            loaded, docs, encode_s = load_frame_and_docs(frame)
+            collect_s = time.perf_counter() - began - encode_s
             if len(docs) != n or len({i for i, _ in docs}) != n:
                 raise SystemExit(f"{NAME}: documents() yielded {len(docs)} documents for {n} rows")
 
             # Python workers and both clients pay their first-use costs on a small load first.
-            warm = spark.createDataFrame(table.slice(0, WARMUP_DOCS)).localCheckpoint(eager=True)
+            warm, _, _ = load_frame_and_docs(
+                spark.createDataFrame(table.slice(0, WARMUP_DOCS)).localCheckpoint(eager=True)
+            )
             warmup = {
                 "docs": WARMUP_DOCS,
                 "publish": timed_publish(jvm, client, warm, WARMUP_DOCS, index(), body, s),
@@ -599,7 +672,7 @@ def main() -> None:
                 rnd: dict[str, Any] = {"order": list(order)}
                 for side in order:
                     if side == "publish":
-                        rnd["publish"] = timed_publish(jvm, client, frame, n, index(), body, s)
+                        rnd["publish"] = timed_publish(jvm, client, loaded, n, index(), body, s)
                     else:
                         tries = configs if order[0] == "publish" else configs[::-1]
                         rnd["baseline"] = [timed_baseline(client, docs, index(), body, s, t, c) for t, c in tries]
@@ -616,11 +689,11 @@ def main() -> None:
                 for t, c in configs
             }
 
-            spark_only = [spark_side_only(jvm, frame, n, s) for _ in range(2)]
+            spark_only = [spark_side_only(jvm, loaded, n, s) for _ in range(2)]
             spark_only_jvm_json = [spark_side_only_jvm_json(jvm, frame, n) for _ in range(2)]
             sweep: dict[str, Any] = {}
             if pub["docs_per_s"] < TARGET_RATIO * base["docs_per_s"] and not args.no_sweep:
-                sweep = settings_sweep(jvm, client, frame, n, index, body, s, base["docs_per_s"])
+                sweep = settings_sweep(jvm, client, loaded, n, index, body, s, base["docs_per_s"])
         finally:
             spark.stop()
             client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
@@ -642,6 +715,29 @@ def main() -> None:
     ratio = pub["docs_per_s"] / base["docs_per_s"]
     big = latency[str(sizes[-1])]
     ef = f"knn_ef_search_{s.knn_ef_search}"
+    encoded = jvm_encoded()
+    if encoded:
+        sides = (
+            "Publish side (JVM-encoded API): publish.documents(frame, 'places') (Spark to_json, one (_id, "
+            "_source JSON) row per place) persisted and counted before timing, as the job does before its load "
+            "(that time is documents_encode_s, outside the figure); then publish.load(docs, index, settings) timed "
+            "around the call (repartition of the persisted rows, Spark task start, streaming_bulk of the ready "
+            "strings per partition). Baseline side: the same (_id, _source) strings collected once and held in "
+            "driver memory, sent with helpers.parallel_bulk (max_chunk_bytes left at its 100 MiB default, no 429 "
+            "retries, pool_maxsize = thread_count) from this process, timed around the loop; neither side encodes "
+            "JSON inside its timed section. "
+        )
+    else:
+        sides = (
+            "Publish side (earlier API): placerec.serve.publish.load(frame, 'places', index, settings) timed "
+            "around the call (includes the repartition of the materialised frame, Spark task start, Row "
+            "conversion, documents() and JSON encoding in the Python workers, streaming_bulk per partition). "
+            "Baseline side: the materialised frame collected once, each Row turned into a dict as bulk_partition "
+            "does (asDict(recursive=True)) and shaped by publish.documents('places', rows); those (id, source) "
+            "pairs, held in driver memory, are sent with helpers.parallel_bulk (max_chunk_bytes left at its 100 "
+            "MiB default, no 429 retries, pool_maxsize = thread_count) from this process, JSON-encoded inside the "
+            "timed loop. "
+        )
     result: dict[str, Any] = {
         "name": NAME,
         "mode": "quick" if args.quick else "full",
@@ -659,32 +755,29 @@ def main() -> None:
             f"{n:,} synthetic places (seed {SEED}, 384-d unit vectors around {CLUSTERS} centres) built as a "
             "pyarrow table, turned into a Spark DataFrame, then materialised (cached and counted: "
             "localCheckpoint, which persists it and also cuts the lineage back to the pyarrow table, so its rows "
-            "are not shipped inside every task) before any timing, so both sides time loading only. Publish "
-            "side: placerec.serve.publish.load(frame, 'places', index, settings) timed around the call (includes "
-            "the repartition of the materialised frame, Spark task start, Row conversion and documents() in the "
-            "Python workers, streaming_bulk per partition). Baseline side: the materialised frame collected "
-            "once, each Row turned into a dict as bulk_partition does (asDict(recursive=True)) and shaped by "
-            "publish.documents('places', rows); those (id, source) pairs, held in driver memory, are sent with "
-            "helpers.parallel_bulk (max_chunk_bytes left at its 100 MiB default, no 429 retries, pool_maxsize = "
-            "thread_count) from this process, timed around the loop. Both load into a fresh index created with "
-            "indices.build_settings (refresh -1, 0 replicas) and indices.mappings('places'); after each load the "
-            "index is refreshed and must hold exactly N documents, then it is deleted. A 500-document warm-up of "
-            "each side runs first (Python workers, imports, connections). Two rounds in alternating order "
-            "(publish then every baseline try; the baseline tries reversed then publish); each side's fastest "
-            "pass counts. spark_side_only: publish.load's Spark path (same repartition, Row conversion, "
-            "documents(), bulk-line JSON encoding) with nothing sent, twice. spark_side_only_jvm_json, for "
-            "comparison only (not the job's code): the same rows JSON-encoded by Spark's to_json in the JVM and "
-            "handed to Python as strings, nothing sent. settings_sweep, only when the target is missed: "
-            "publish.load with dataclasses.replace(settings, ...) variants and the defaults, two rounds in "
-            "alternating order, best of each, compared with the defaults of the same sweep. client_cpu_s: the "
-            "Spark driver JVM and all its descendants (Python daemon and workers) plus this process for publish, "
-            "this process for the baseline; server_cpu_s: the OpenSearch node's process CPU (nodes stats); all "
-            "share the machine's cores with the node. k-NN latency: indices built with the best baseline's "
-            "parallel_bulk settings, refreshed, live settings applied, health yellow, background merges waited "
-            "for (no force-merge); per query type 50 warm-up then 500 queries, one at a time, time.perf_counter "
-            "around client.search on one persistent client; recall@10 over the first 100 measured queries "
-            "against exact cosine (numpy) over all indexed vectors (within the category for the filtered query)."
+            f"are not shipped inside every task) before any timing, so both sides time loading only. {sides}Both "
+            "load into a fresh index created with indices.build_settings (refresh -1, 0 replicas) and "
+            "indices.mappings('places'); after each load the index is refreshed and must hold exactly N "
+            "documents, then it is deleted. A 500-document warm-up of each side runs first (Python workers, "
+            "imports, connections). Two rounds in alternating order (publish then every baseline try; the "
+            "baseline tries reversed then publish); each side's fastest pass counts. spark_side_only: "
+            "publish.load's Spark path with nothing sent, twice. spark_side_only_jvm_json: the source rows "
+            "JSON-encoded by Spark's to_json in the JVM and handed to Python as strings, nothing sent (encoding "
+            "included). settings_sweep, only when the target is missed: publish.load with "
+            "dataclasses.replace(settings, ...) variants and the defaults, two rounds in alternating order, best "
+            "of each, compared with the defaults of the same sweep. client_cpu_s: the Spark driver JVM and all "
+            "its descendants (Python daemon and workers) plus this process for publish, this process for the "
+            "baseline; server_cpu_s: the OpenSearch node's process CPU (nodes stats); all share the machine's "
+            "cores with the node. k-NN latency: indices built with the best baseline's parallel_bulk settings, "
+            "refreshed, live settings applied, health yellow, background merges waited for (no force-merge); per "
+            "query type 50 warm-up then 500 queries, one at a time, time.perf_counter around client.search on "
+            "one persistent client; recall@10 over the first 100 measured queries against exact cosine (numpy) "
+            "over all indexed vectors (within the category for the filtered query)."
         ),
+        "publish_api": "documents(frame, family) -> (_id, _source JSON) rows encoded by Spark; load(docs, index, s)"
+        if encoded
+        else "documents(family, rows) -> Python dicts; load(frame, family, index, s)",
+        "publish_py": code | {"changed_during_run": git_blob(PUBLISH_PY)["blob"] != code["blob"]},
         "params": {
             "places": n,
             "dim": DIM,
@@ -734,6 +827,7 @@ def main() -> None:
             "spark_side_only_jvm_json": spark_only_jvm_json,
             "spark_start_s": round(spark_start_s, 2),
             "materialise_s": round(materialise_s, 2),
+            "documents_encode_s": round(encode_s, 2),
             "collect_and_shape_s": round(collect_s, 2),
             "doc_json": json_figures,
         },

@@ -67,17 +67,34 @@ def test_settings_take_the_connection_but_explicit_env_wins(monkeypatch: pytest.
         get_settings.cache_clear()
 
 
-def test_documents_drop_zero_vectors_and_order_lists() -> None:
-    rows = [
-        {"place_id": "a", "name": "A", "embedding": [0.0, 0.0], "keywords": ["조용한", ""], "location": None},
-        {"place_id": "b", "name": "B", "embedding": [0.6, 0.8], "keywords": [], "location": {"lat": 1.0, "lon": 2.0}},
-    ]
-    docs = dict(publish.documents("places", rows))
+def test_documents_are_json_without_nulls_zero_vectors_or_empty_keywords(spark) -> None:  # type: ignore[no-untyped-def]
+    frame = spark.createDataFrame(
+        [
+            ("a", "A", [0.0, 0.0], ["조용한", ""], None),
+            ("b", None, [0.6, 0.8], [], (1.0, 2.0)),
+            ("c", "C", None, None, None),
+        ],
+        "place_id string, name string, embedding array<float>, keywords array<string>, "
+        "location struct<lat: double, lon: double>",
+    )
+    docs = {r["_id"]: json.loads(r["_source"]) for r in publish.documents(frame, "places").collect()}
     assert docs["a"] == {"place_id": "a", "name": "A", "keywords": ["조용한"]}
-    assert docs["b"]["embedding"] == [0.6, 0.8] and docs["b"]["location"] == {"lat": 1.0, "lon": 2.0}
-    recs = [{"user_id": "u", "items": [{"rank": 2, "place_id": "y", "reason": None}, {"rank": 1, "place_id": "x"}]}]
-    ((doc_id, doc),) = publish.documents("recommendations", recs)
-    assert doc_id == "u" and doc["items"] == [{"rank": 1, "place_id": "x"}, {"rank": 2, "place_id": "y"}]
+    assert docs["b"] == {
+        "place_id": "b",
+        "embedding": pytest.approx([0.6, 0.8]),
+        "keywords": [],
+        "location": {"lat": 1.0, "lon": 2.0},
+    }
+    assert docs["c"] == {"place_id": "c", "name": "C"}
+    recs = spark.createDataFrame(
+        [("u", [(1, "x", None), (2, "y", ["조용한"])])],
+        "user_id string, items array<struct<rank: int, place_id: string, reason: array<string>>>",
+    )
+    ((doc_id, source),) = [
+        (r["_id"], json.loads(r["_source"])) for r in publish.documents(recs, "recommendations").collect()
+    ]
+    assert doc_id == "u"
+    assert source["items"] == [{"rank": 1, "place_id": "x"}, {"rank": 2, "place_id": "y", "reason": ["조용한"]}]
 
 
 def test_exact_top_and_recall_against_hand_computed_neighbours() -> None:

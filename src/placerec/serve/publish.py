@@ -189,38 +189,44 @@ def _is_vector(value: Any) -> bool:
     return bool(value) and any(v != 0.0 for v in value)
 
 
-def documents(family: str, rows: Iterable[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(id, source)`` per row of a family's frame, shaped for its mapping."""
-    for row in rows:
-        doc = {k: v for k, v in row.items() if v is not None}
-        if "embedding" in doc and not _is_vector(doc["embedding"]):
-            del doc["embedding"]
-        if family == "places":
-            doc["keywords"] = [k for k in doc.get("keywords", []) if k]
-        elif family == "recommendations":
-            doc["items"] = [
-                {k: v for k, v in item.items() if v is not None}
-                for item in sorted(doc["items"], key=lambda i: i["rank"])
-            ]
-        yield str(doc[ID_FIELD[family]]), doc
+def documents(frame: DataFrame, family: str) -> DataFrame:
+    """``(_id, _source)`` per row of a family's frame: the bulk document as JSON, encoded by Spark in the JVM.
+
+    Null fields are left out; a zero or empty embedding is left out (Lucene's cosine space rejects
+    it: the place is indexed without a vector); empty keywords are dropped. Encoding here rather
+    than in Python keeps the vectors out of Python objects: the bulk load only streams strings.
+    """
+    from pyspark.sql import functions as F
+
+    columns = []
+    for name in frame.columns:
+        column = F.col(name)
+        if name == "embedding":
+            column = F.when(F.exists(column, lambda x: x != 0), column)
+        elif name == "keywords":
+            column = F.filter(column, lambda x: x.isNotNull() & (x != ""))
+        columns.append(column.alias(name))
+    return frame.select(
+        F.col(ID_FIELD[family]).cast("string").alias("_id"),
+        F.to_json(F.struct(*columns), {"ignoreNullFields": "true"}).alias("_source"),
+    )
 
 
-def bulk_partition(rows: Iterable[Any], family: str, index: str, s: Settings) -> Iterator[tuple[int, int, list[str]]]:
-    """Load one Spark partition with ``streaming_bulk``; yield its counts ``(ok, failed, first errors)``."""
+def bulk_partition(rows: Iterable[Any], index: str, s: Settings) -> Iterator[tuple[int, int, list[str]]]:
+    """Load one Spark partition of ``(_id, _source)`` rows with ``streaming_bulk``; yield ``(ok, failed, errors)``."""
     from opensearchpy import helpers
 
     client = opensearch_client(s)
 
-    def actions() -> Iterator[dict[str, Any]]:
-        for doc_id, source in documents(family, (r.asDict(recursive=True) for r in rows)):
-            yield {"_index": index, "_id": doc_id, "_source": source}
+    def expand(row: Any) -> tuple[dict[str, Any], str]:
+        return {"index": {"_index": index, "_id": row[0]}}, row[1]  # the source is JSON already
 
     ok = failed = 0
     errors: list[str] = []
     try:
         for success, info in helpers.streaming_bulk(
             client,
-            actions(),
+            rows,
             chunk_size=s.publish_chunk_docs,
             max_chunk_bytes=s.publish_chunk_bytes,
             max_retries=s.publish_max_retries,
@@ -228,6 +234,7 @@ def bulk_partition(rows: Iterable[Any], family: str, index: str, s: Settings) ->
             max_backoff=30,
             raise_on_error=False,
             raise_on_exception=False,
+            expand_action_callback=expand,
         ):
             if success:
                 ok += 1
@@ -252,12 +259,12 @@ def _short_error(info: Any) -> str:
         return str(info)[:300]
 
 
-def load(frame: DataFrame, family: str, index: str, s: Settings) -> LoadResult:
-    """Bulk-load ``frame`` into ``index`` from ``publish_partitions`` Spark partitions at once."""
+def load(docs: DataFrame, index: str, s: Settings) -> LoadResult:
+    """Bulk-load ``documents(...)`` rows into ``index`` from ``publish_partitions`` Spark partitions at once."""
     began = time.monotonic()
     counts = (
-        frame.repartition(max(1, s.publish_partitions))
-        .rdd.mapPartitions(lambda rows: bulk_partition(rows, family, index, s))
+        docs.repartition(max(1, s.publish_partitions))
+        .rdd.mapPartitions(lambda rows: bulk_partition(rows, index, s))
         .collect()
     )
     result = LoadResult(seconds=time.monotonic() - began)
@@ -545,48 +552,23 @@ def run_publish_index(
     version = new_version(sources)
     names = {f: indices.index_name(s, f, version) for f in indices.FAMILIES}
     details.update(version=version, indices=names, live_before=live)
-    expected = {f: int(sources.frames[f].count()) for f in indices.FAMILIES}
-    record_versions(version, sources, "building", details, s, docs=expected)
+    # encoded once and kept: the counts below and the bulk load read the same rows
+    docs = {f: documents(sources.frames[f], f).persist() for f in indices.FAMILIES}
     try:
-        analyzer = indices.korean_analyzer(client)
-        for f in indices.FAMILIES:
-            client.indices.create(
-                index=names[f],
-                body={"settings": indices.build_settings(s, analyzer), "mappings": indices.mappings(f, sources.dim, s)},
-            )
-        loads = {f: load(sources.frames[f], f, names[f], s) for f in indices.FAMILIES}
-        details["load"] = {
-            f: {
-                "docs": r.ok,
-                "failed": r.failed,
-                "seconds": round(r.seconds, 3),
-                "docs_per_s": round(r.ok / r.seconds, 1) if r.seconds else None,
-                "errors": r.errors,
-            }
-            for f, r in loads.items()
-        }
-        failed = {f: r for f, r in loads.items() if r.failed or r.ok != expected[f]}
-        if failed:
-            reason = "; ".join(
-                f"{names[f]}: {r.ok}/{expected[f]} documents loaded, {r.failed} failed ({'; '.join(r.errors[:2])})"
-                for f, r in failed.items()
-            )
-            raise PublishError(f"bulk load failed: {reason}")
-        for f in indices.FAMILIES:
-            client.indices.refresh(index=names[f])
-            client.indices.put_settings(index=names[f], body=indices.live_settings(s))
-        client.cluster.health(index=list(names.values()), wait_for_status="yellow")
-        checks = validate(client, names, expected, sources, s)
-        details["validation"] = checks
-        if checks["problems"]:
-            raise PublishError("validation failed: " + "; ".join(checks["problems"]))
-    except Exception as exc:
-        delete_version(client, version, s)
-        status = "rejected" if "validation failed" in str(exc) else "failed"
-        details.update(status=status, reason=str(exc)[:1000])
-        record_versions(version, sources, status, details, s)
-        record_job_metrics(spark, JOB, start, end, run_id, began, details)
-        raise exc if isinstance(exc, PublishError) else PublishError(f"build of {version} failed: {exc}") from exc
+        expected = {f: int(docs[f].count()) for f in indices.FAMILIES}
+        record_versions(version, sources, "building", details, s, docs=expected)
+        try:
+            build(client, sources, docs, names, expected, details, s)
+        except Exception as exc:
+            delete_version(client, version, s)
+            status = "rejected" if "validation failed" in str(exc) else "failed"
+            details.update(status=status, reason=str(exc)[:1000])
+            record_versions(version, sources, status, details, s)
+            record_job_metrics(spark, JOB, start, end, run_id, began, details)
+            raise exc if isinstance(exc, PublishError) else PublishError(f"build of {version} failed: {exc}") from exc
+    finally:
+        for frame in docs.values():
+            frame.unpersist()
 
     if dry_run:
         delete_version(client, version, s)
@@ -603,6 +585,49 @@ def run_publish_index(
     details["deleted"] = prune(client, s, keep=version)
     record_job_metrics(spark, JOB, start, end, run_id, began, details, rows_written=sum(expected.values()))
     return details
+
+
+def build(
+    client: OpenSearch,
+    sources: Sources,
+    docs: dict[str, DataFrame],
+    names: dict[str, str],
+    expected: dict[str, int],
+    details: dict[str, Any],
+    s: Settings,
+) -> None:
+    """Create, bulk-load, refresh and validate the new indices (not live yet); raise on any shortfall."""
+    analyzer = indices.korean_analyzer(client)
+    for f in indices.FAMILIES:
+        client.indices.create(
+            index=names[f],
+            body={"settings": indices.build_settings(s, analyzer), "mappings": indices.mappings(f, sources.dim, s)},
+        )
+    loads = {f: load(docs[f], names[f], s) for f in indices.FAMILIES}
+    details["load"] = {
+        f: {
+            "docs": r.ok,
+            "failed": r.failed,
+            "seconds": round(r.seconds, 3),
+            "docs_per_s": round(r.ok / r.seconds, 1) if r.seconds else None,
+            "errors": r.errors,
+        }
+        for f, r in loads.items()
+    }
+    failed = {f: r for f, r in loads.items() if r.failed or r.ok != expected[f]}
+    if failed:
+        reason = "; ".join(
+            f"{names[f]}: {r.ok}/{expected[f]} documents loaded, {r.failed} failed ({'; '.join(r.errors[:2])})"
+            for f, r in failed.items()
+        )
+        raise PublishError(f"bulk load failed: {reason}")
+    for f in indices.FAMILIES:
+        client.indices.refresh(index=names[f])
+        client.indices.put_settings(index=names[f], body=indices.live_settings(s))
+    client.cluster.health(index=list(names.values()), wait_for_status="yellow")
+    details["validation"] = validate(client, names, expected, sources, s)
+    if details["validation"]["problems"]:
+        raise PublishError("validation failed: " + "; ".join(details["validation"]["problems"]))
 
 
 def prune(client: OpenSearch, s: Settings, keep: str) -> list[str]:
