@@ -71,6 +71,8 @@ class Settings:
     knn_ef_search: int = 100
     publish_partitions: int = 2
     """Spark partitions bulk-loading at once (each with its own client)."""
+    publish_threads: int = 2
+    """Bulk requests each loading partition keeps in flight."""
     publish_chunk_bytes: int = 5 * 1024 * 1024
     publish_chunk_docs: int = 1000
     publish_max_retries: int = 8

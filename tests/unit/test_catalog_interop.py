@@ -30,7 +30,7 @@ def test_spark_writes_pyiceberg_reads(spark) -> None:  # type: ignore[no-untyped
     ensure_tables(get_catalog())
     spark.sql(
         "INSERT INTO ops.index_versions VALUES ('places-v1', 'places', 'm1', map('raw.events', '42'), 7, 'live', "
-        "TIMESTAMP '2026-11-01 00:00:00')"
+        "TIMESTAMP '2026-11-01 00:00:00', 'v1', 'places', 'k1', '{}', TIMESTAMP '2026-11-01 00:00:00')"
     )
     rows = get_catalog().load_table("ops.index_versions").scan(row_filter="index_name = 'places-v1'").to_arrow()
     assert rows.num_rows == 1

@@ -212,42 +212,75 @@ def documents(frame: DataFrame, family: str) -> DataFrame:
     )
 
 
+def encoded(frame: DataFrame, family: str, s: Settings) -> DataFrame:
+    """``documents`` in ``publish_partitions`` partitions, cached: the rows are shuffled once, before
+    encoding (not the JSON), and the counts and the bulk load read the same cached strings."""
+    return documents(frame.repartition(max(1, s.publish_partitions)), family).persist()
+
+
 def bulk_partition(rows: Iterable[Any], index: str, s: Settings) -> Iterator[tuple[int, int, list[str]]]:
-    """Load one Spark partition of ``(_id, _source)`` rows with ``streaming_bulk``; yield ``(ok, failed, errors)``."""
+    """Load one Spark partition of ``(_id, _source)`` rows; yield ``(ok, failed, first errors)``.
+
+    ``publish_threads`` ``streaming_bulk`` loops share the partition's rows, so a partition keeps that
+    many bulk requests in flight (one loop would leave the node idle while it waits for each answer).
+    """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
     from opensearchpy import helpers
 
-    client = opensearch_client(s)
+    threads = max(1, s.publish_threads)
+    client = opensearch_client(s, pool_maxsize=threads)
+    source, lock = iter(rows), threading.Lock()
+
+    def shared() -> Iterator[Any]:
+        while True:
+            with lock:
+                row = next(source, None)
+            if row is None:
+                return
+            yield row
 
     def expand(row: Any) -> tuple[dict[str, Any], str]:
         return {"index": {"_index": index, "_id": row[0]}}, row[1]  # the source is JSON already
 
-    ok = failed = 0
-    errors: list[str] = []
+    def stream() -> tuple[int, int, list[str]]:
+        ok = failed = 0
+        errors: list[str] = []
+        try:
+            for success, info in helpers.streaming_bulk(
+                client,
+                shared(),
+                chunk_size=s.publish_chunk_docs,
+                max_chunk_bytes=s.publish_chunk_bytes,
+                max_retries=s.publish_max_retries,
+                initial_backoff=1,
+                max_backoff=30,
+                raise_on_error=False,
+                raise_on_exception=False,
+                expand_action_callback=expand,
+            ):
+                if success:
+                    ok += 1
+                else:
+                    failed += 1
+                    if len(errors) < 3:
+                        errors.append(_short_error(info))
+        except Exception as exc:  # a transport failure the helper re-raises (e.g. 429 after every retry)
+            failed += 1
+            errors.append(f"{type(exc).__name__}: {str(exc)[:300]}")
+        return ok, failed, errors
+
     try:
-        for success, info in helpers.streaming_bulk(
-            client,
-            rows,
-            chunk_size=s.publish_chunk_docs,
-            max_chunk_bytes=s.publish_chunk_bytes,
-            max_retries=s.publish_max_retries,
-            initial_backoff=1,
-            max_backoff=30,
-            raise_on_error=False,
-            raise_on_exception=False,
-            expand_action_callback=expand,
-        ):
-            if success:
-                ok += 1
-            else:
-                failed += 1
-                if len(errors) < 3:
-                    errors.append(_short_error(info))
-    except Exception as exc:  # a transport failure the helper re-raises (e.g. 429 after every retry)
-        failed += 1
-        errors.append(f"{type(exc).__name__}: {str(exc)[:300]}")
+        with ThreadPoolExecutor(threads, thread_name_prefix="bulk") as pool:
+            results = list(pool.map(lambda _: stream(), range(threads)))
     finally:
         client.close()
-    yield ok, failed, errors
+    yield (
+        sum(r[0] for r in results),
+        sum(r[1] for r in results),
+        [e for r in results for e in r[2]][:3],
+    )
 
 
 def _short_error(info: Any) -> str:
@@ -260,13 +293,12 @@ def _short_error(info: Any) -> str:
 
 
 def load(docs: DataFrame, index: str, s: Settings) -> LoadResult:
-    """Bulk-load ``documents(...)`` rows into ``index`` from ``publish_partitions`` Spark partitions at once."""
+    """Bulk-load ``documents(...)`` rows into ``index``, one ``streaming_bulk`` per Spark partition at once.
+
+    The job hands it ``publish_partitions`` cached partitions: the shuffle happens once, on the rows,
+    before encoding (not on the JSON) and before this is timed."""
     began = time.monotonic()
-    counts = (
-        docs.repartition(max(1, s.publish_partitions))
-        .rdd.mapPartitions(lambda rows: bulk_partition(rows, index, s))
-        .collect()
-    )
+    counts = docs.rdd.mapPartitions(lambda rows: bulk_partition(rows, index, s)).collect()
     result = LoadResult(seconds=time.monotonic() - began)
     for ok, failed, errors in counts:
         result.ok += ok
@@ -301,12 +333,12 @@ def recall_at_k(found: list[list[str]], exact: list[list[str]], k: int = RECALL_
     )
 
 
-def knn_recall(client: OpenSearch, index: str, ids: list[str], vectors: np.ndarray, sample: int, seed: int) -> float:
+def knn_recall(client: OpenSearch, index: str, ids: list[str], vectors: np.ndarray, s: Settings) -> float:
     """k-NN recall@10 of ``index`` against exact cosine over the source ``vectors`` (a sample of queries)."""
     if not ids:
         return 1.0
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(len(ids), size=min(sample, len(ids)), replace=False)
+    rng = np.random.default_rng(s.train_seed)
+    picks = rng.choice(len(ids), size=min(s.publish_recall_sample, len(ids)), replace=False)
     exact_rows = exact_top(vectors[picks], vectors, RECALL_K)
     exact = [[ids[j] for j in row] for row in exact_rows]
     found: list[list[str]] = []
@@ -318,7 +350,7 @@ def knn_recall(client: OpenSearch, index: str, ids: list[str], vectors: np.ndarr
                 {
                     "size": RECALL_K,
                     "_source": False,
-                    "query": {"knn": {"embedding": {"vector": vectors[p].tolist(), "k": RECALL_K}}},
+                    "query": indices.knn_clause(vectors[p].tolist(), RECALL_K, s),
                 }
             )
         for response in client.msearch(body=body)["responses"]:
@@ -344,7 +376,7 @@ def validate(
     pairs = [(p, v) for p, v in zip(vec.column(0).to_pylist(), vec.column(1).to_pylist(), strict=True) if _is_vector(v)]
     ids = [p for p, _ in pairs]
     vectors = np.array([v for _, v in pairs], dtype=np.float32).reshape(len(pairs), -1)
-    recall = knn_recall(client, names["places"], ids, vectors, s.publish_recall_sample, s.train_seed)
+    recall = knn_recall(client, names["places"], ids, vectors, s)
     if recall < s.publish_min_recall:
         problems.append(f"k-NN recall@{RECALL_K} {recall:.3f} < {s.publish_min_recall} against exact cosine")
 
@@ -356,7 +388,7 @@ def validate(
             body={
                 "size": 1,
                 "_source": False,
-                "query": {"knn": {"embedding": {"vector": vectors[0].tolist(), "k": 1}}},
+                "query": indices.knn_clause(vectors[0].tolist(), 1, s),
             },
         )["hits"]["hits"]
         canned["places_knn_self"] = bool(hit) and hit[0]["_id"] == first
@@ -553,7 +585,9 @@ def run_publish_index(
     names = {f: indices.index_name(s, f, version) for f in indices.FAMILIES}
     details.update(version=version, indices=names, live_before=live)
     # encoded once and kept: the counts below and the bulk load read the same rows
-    docs = {f: documents(sources.frames[f], f).persist() for f in indices.FAMILIES}
+    docs = {
+        f: documents(sources.frames[f].repartition(max(1, s.publish_partitions)), f).persist() for f in indices.FAMILIES
+    }
     try:
         expected = {f: int(docs[f].count()) for f in indices.FAMILIES}
         record_versions(version, sources, "building", details, s, docs=expected)

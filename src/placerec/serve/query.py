@@ -70,11 +70,7 @@ def knn_places(
     client: OpenSearch, s: Settings, vector: list[float], k: int, district: str = "", category: str = ""
 ) -> list[dict[str, Any]]:
     """The ``k`` places nearest ``vector``, filtered inside the HNSW search (lucene efficient filtering)."""
-    knn: dict[str, Any] = {"vector": vector, "k": k}
-    filters = _filters(district, category)
-    if filters:
-        knn["filter"] = {"bool": {"filter": filters}}
-    body = {"size": k, "_source": PLACE_FIELDS, "query": {"knn": {"embedding": knn}}}
+    body = {"size": k, "_source": PLACE_FIELDS, "query": indices.knn_clause(vector, k, s, _filters(district, category))}
     return list(client.search(index=indices.alias_name(s, "places"), body=body)["hits"]["hits"])
 
 
