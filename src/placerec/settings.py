@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 
@@ -227,6 +228,20 @@ def get_settings() -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
+def _airflow_connection(conn_id: str) -> tuple[str, dict[str, Any] | None]:
+    """``AIRFLOW_CONN_<ID>``: its raw value, and for the JSON form the decoded object (``extra`` as a dict)."""
+    raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}", "").strip()
+    if not raw.startswith("{"):
+        return raw, None
+    try:
+        conn = json.loads(raw)
+    except json.JSONDecodeError:
+        raise ValueError(f"AIRFLOW_CONN_{conn_id.upper()} is not valid JSON") from None
+    extra = conn.get("extra") or {}
+    conn["extra"] = json.loads(extra or "{}") if isinstance(extra, str) else extra
+    return raw, conn
+
+
 def opensearch_connection(conn_id: str) -> dict[str, object]:
     """OpenSearch settings from the Airflow connection ``conn_id`` given as ``AIRFLOW_CONN_<ID>`` (JSON or URI).
 
@@ -234,17 +249,11 @@ def opensearch_connection(conn_id: str) -> dict[str, object]:
     "login": "placerec", "password": "…", "extra": {"verify_certs": true, "ca_certs": "/etc/ca.pem"}}``
     (``schema`` or ``extra.use_ssl`` choose https); URI: ``opensearch://user:pass@host:9200?use_ssl=true``.
     """
-    raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}", "").strip()
+    raw, conn = _airflow_connection(conn_id)
     if not raw:
         return {}
-    if raw.startswith("{"):
-        try:
-            conn = json.loads(raw)
-        except json.JSONDecodeError:
-            raise ValueError(f"AIRFLOW_CONN_{conn_id.upper()} is not valid JSON") from None
-        extra = conn.get("extra") or {}
-        if isinstance(extra, str):
-            extra = json.loads(extra or "{}")
+    if conn is not None:
+        extra = conn["extra"]
         host, port = str(conn.get("host") or ""), conn.get("port")
         login, password = conn.get("login"), conn.get("password")
         schema = str(conn.get("schema") or "")
@@ -279,17 +288,11 @@ def llm_connection(conn_id: str) -> dict[str, str]:
     query) the model: ``{"conn_type": "openai", "host": "https://api.openai.com/v1", "password": "sk-…",
     "extra": {"model": "gpt-4o-mini"}}`` or ``openai://:sk-…@api.openai.com/v1?model=gpt-4o-mini``.
     """
-    raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}", "").strip()
+    raw, conn = _airflow_connection(conn_id)
     if not raw:
         return {}
-    if raw.startswith("{"):
-        try:
-            conn = json.loads(raw)
-        except json.JSONDecodeError:
-            raise ValueError(f"AIRFLOW_CONN_{conn_id.upper()} is not valid JSON") from None
-        extra = conn.get("extra") or {}
-        if isinstance(extra, str):
-            extra = json.loads(extra or "{}")
+    if conn is not None:
+        extra = conn["extra"]
         host = str(conn.get("host") or "")
         if host and "://" not in host:
             host = f"https://{host}"
