@@ -242,7 +242,9 @@ def bulk_partition(rows: Iterable[Any], index: str, s: Settings) -> Iterator[tup
             yield row
 
     def expand(row: Any) -> tuple[dict[str, Any], str]:
-        return {"index": {"_index": index, "_id": row[0]}}, row[1]  # the source is JSON already
+        # The source is JSON already; the index travels in the request's URL. The action stays a dict:
+        # the helper's error path (a whole request refused, e.g. 429) reads it as one.
+        return {"index": {"_id": row[0]}}, row[1]
 
     def stream() -> tuple[int, int, list[str]]:
         ok = failed = 0
@@ -259,6 +261,7 @@ def bulk_partition(rows: Iterable[Any], index: str, s: Settings) -> Iterator[tup
                 raise_on_error=False,
                 raise_on_exception=False,
                 expand_action_callback=expand,
+                index=index,
             ):
                 if success:
                     ok += 1
@@ -585,9 +588,7 @@ def run_publish_index(
     names = {f: indices.index_name(s, f, version) for f in indices.FAMILIES}
     details.update(version=version, indices=names, live_before=live)
     # encoded once and kept: the counts below and the bulk load read the same rows
-    docs = {
-        f: documents(sources.frames[f].repartition(max(1, s.publish_partitions)), f).persist() for f in indices.FAMILIES
-    }
+    docs = {f: encoded(sources.frames[f], f, s) for f in indices.FAMILIES}
     try:
         expected = {f: int(docs[f].count()) for f in indices.FAMILIES}
         record_versions(version, sources, "building", details, s, docs=expected)
