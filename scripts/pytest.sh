@@ -4,7 +4,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if command -v uv >/dev/null 2>&1; then UV=(uv); else UV=(python3 -m uv); fi
-"${UV[@]}" run --frozen pytest "$@"
+# PYTEST_WORKERS test processes (default 2; 0 runs in this process): tests/conftest.py keeps the
+# Airflow-driven modules on one worker, every other module whole on one worker.
+workers=${PYTEST_WORKERS:-2}
+xdist=()
+if [ "$workers" != 0 ]; then xdist=(-n "$workers" --dist loadgroup --no-loadscope-reorder); fi
+"${UV[@]}" run --frozen pytest "${xdist[@]}" "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests for: $*" >&2

@@ -40,3 +40,20 @@ def spark(unit_home: Path):  # type: ignore[no-untyped-def]
     session = get_spark("placerec-tests")
     yield session
     session.stop()
+
+
+# Modules that drive the one Airflow instance (they pause and unpause its DAGs): one worker runs them,
+# in this order, while the other workers take the rest module by module (scripts/pytest.sh runs xdist
+# with --dist loadgroup and no reordering). They are the longest stretch, so they are handed out first.
+AIRFLOW_MODULES = ("tests/integration/test_ingest_airflow.py", "tests/integration/test_enrich_airflow.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist turns the groups into node id suffixes
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    for item in items:
+        name = module(item)
+        item.add_marker(pytest.mark.xdist_group("airflow" if name in AIRFLOW_MODULES else name))
+    items.sort(key=lambda item: module(item) not in AIRFLOW_MODULES)  # stable: the rest keep their order
