@@ -5,10 +5,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 if command -v uv >/dev/null 2>&1; then UV=(uv); else UV=(python3 -m uv); fi
 # PYTEST_WORKERS test processes (default 2; 0 runs in this process): tests/conftest.py keeps the
-# Airflow-driven modules on one worker, every other module whole on one worker.
+# Airflow-driven modules together on one worker, every other module whole on one worker.
 workers=${PYTEST_WORKERS:-2}
 xdist=()
-if [ "$workers" != 0 ]; then xdist=(-n "$workers" --dist loadgroup --no-loadscope-reorder); fi
+if [ "$workers" != 0 ]; then xdist=(-n "$workers" --no-loadscope-reorder); fi
 "${UV[@]}" run --frozen pytest "${xdist[@]}" "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,17 +44,27 @@ def spark(unit_home: Path):  # type: ignore[no-untyped-def]
 
 
 # Modules that drive the one Airflow instance (they pause and unpause its DAGs): one worker runs them,
-# in this order, while the other workers take the rest module by module (scripts/pytest.sh runs xdist
-# with --dist loadgroup and no reordering). They are the longest stretch, so they are handed out first.
+# in this order, while the other workers take the rest, a module at a time (scripts/pytest.sh runs
+# xdist with --no-loadscope-reorder). They are the longest stretch, so they are handed out first.
 AIRFLOW_MODULES = ("tests/integration/test_ingest_airflow.py", "tests/integration/test_enrich_airflow.py")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist turns the groups into node id suffixes
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    def module(item: pytest.Item) -> str:
-        return item.nodeid.split("::", 1)[0]
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
 
-    for item in items:
-        name = module(item)
-        item.add_marker(pytest.mark.xdist_group("airflow" if name in AIRFLOW_MODULES else name))
-    items.sort(key=lambda item: module(item) not in AIRFLOW_MODULES)  # stable: the rest keep their order
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: _module(item.nodeid) not in AIRFLOW_MODULES)  # stable: the rest keep their order
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Work units for the xdist workers: the Airflow modules together, every other module whole (its
+    module-scoped fixtures, some of them minutes of Spark, then run once)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = _module(nodeid)
+            return "airflow" if module in AIRFLOW_MODULES else module
+
+    return ByModule(config, log)
