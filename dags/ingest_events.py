@@ -9,7 +9,9 @@ files), and then
 * overwrites the interval of `raw.events`,
 * MERGEs `raw.reviews` (by review_id) and `raw.places` (by place_id, newest wins),
 * replaces the interval's rows in `raw.quarantine` (file, line, reason, detail for every reject),
-* records rows read / written / quarantined and seconds in `ops.task_metrics`.
+* records rows read / written / quarantined and seconds in `ops.task_metrics`,
+
+and announces the `raw.*` Assets (which start `enrich_reviews`) only when it found landing files.
 
 Reruns and backfills of an interval give the same rows. An interval with no landing files is
 left untouched. Same code as `placerec ingest-events --start <ds>` at a shell.
@@ -20,7 +22,15 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Param
 
-from placerec.orchestration import DAILY, DEFAULT_ARGS, USER_DEFINED_MACROS, spark_job, table_asset
+from placerec.orchestration import (
+    DAILY,
+    DEFAULT_ARGS,
+    USER_DEFINED_MACROS,
+    announce_ingested,
+    if_ingested,
+    spark_job,
+    table_asset,
+)
 
 with DAG(
     dag_id="ingest_events",
@@ -41,7 +51,7 @@ with DAG(
         ),
     },
 ):
-    spark_job(
+    ingest = spark_job(
         task_id="ingest_landing_files",
         job="ingest_events",
         args=[
@@ -54,10 +64,6 @@ with DAG(
             "--landing",
             "{{ params.landing }}",
         ],
-        outlets=[
-            table_asset("raw.events"),
-            table_asset("raw.reviews"),
-            table_asset("raw.places"),
-            table_asset("raw.quarantine"),
-        ],
     )
+    raw = [table_asset(f"raw.{t}") for t in ("events", "reviews", "places", "quarantine")]
+    ingest >> if_ingested() >> announce_ingested("announce_raw", raw)

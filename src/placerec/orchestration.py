@@ -203,6 +203,39 @@ def announce(task_id: str, assets: list[Asset]) -> Any:
     return _announce()
 
 
+@task.short_circuit(task_id="if_ingested")
+def if_ingested(**context: Any) -> bool:
+    """Task: go on only if this run's ``ingest_events`` found landing files (``ops.task_metrics``).
+
+    An interval with nothing delivered is left untouched; announcing it would start enrichment (and
+    training behind it) over data that did not change. Airflow creates such a run for the latest day
+    whenever the DAG is unpaused.
+    """
+    from placerec.catalog import get_catalog
+
+    run_id = context["run_id"]
+    table = get_catalog().load_table("ops.task_metrics")
+    rows = table.scan(
+        row_filter=f"job = 'ingest_events' and run_id = '{run_id}'", selected_fields=("details",)
+    ).to_arrow()
+    if not rows.num_rows:
+        raise ValueError(f"no ingest_events metrics for run {run_id}")
+    return any(not json.loads(d or "{}").get("skipped") for d in rows.column("details").to_pylist())
+
+
+def announce_ingested(task_id: str, assets: list[Asset]) -> Any:
+    """Task (after ``if_ingested``): emit ``assets`` with the run's data interval in the events' ``extra``."""
+
+    @task(task_id=task_id, outlets=assets)
+    def _announce(**context: Any) -> dict[str, str]:
+        interval = _checked(_aware(context["data_interval_start"]), _aware(context["data_interval_end"]))
+        for asset in assets:
+            context["outlet_events"][asset].extra = dict(interval)
+        return interval
+
+    return _announce()
+
+
 @task.short_circuit(task_id="if_promoted")
 def if_promoted(**context: Any) -> bool:
     """Task: go on only if this interval's ``train_hybrid`` run promoted its model (``ops.task_metrics``)."""

@@ -7,6 +7,7 @@ place profiles and search interests. A manual rerun of the same interval makes n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from placerec.airflow_api import AirflowApi
 from placerec.catalog import get_catalog
 from placerec.demo import generate
 from placerec.enrich.embeddings import EmbeddingClient
-from placerec.settings import Settings
+from placerec.settings import Settings, get_settings
 
 from ..conftest import SERVICE_HOME
 
@@ -34,7 +35,8 @@ JOB = "extract_review_keywords"
 
 @pytest.fixture(scope="module")
 def settings() -> Settings:
-    return Settings(home=SERVICE_HOME)
+    # the environment's ports and URLs (a CI run may move them), the services' state folder
+    return dataclasses.replace(get_settings(), home=SERVICE_HOME)
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,13 @@
 """Ingestion through the real Airflow: a backfill run by the scheduler, rerun, same rows.
 
 Two days of demo data go to their own landing root (passed as the DAG's `landing` Param) and
-to days no demo uses, so this test and `make demo` never touch each other's rows.
+to days no demo uses, so this test and `make demo` never touch each other's rows. The backfill
+also covers a third day with no landing files: it runs, and announces nothing downstream.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone
@@ -18,7 +20,7 @@ from placerec.airflow_api import AirflowApi
 from placerec.catalog import get_catalog
 from placerec.demo import generate
 from placerec.demo.generator import FEED_REASONS
-from placerec.settings import Settings
+from placerec.settings import Settings, get_settings
 
 from ..conftest import SERVICE_HOME
 
@@ -26,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 FIRST, DAYS = date(2026, 10, 10), 2
 LAST = FIRST + timedelta(days=DAYS - 1)
+EMPTY = LAST + timedelta(days=1)  # backfilled too: no landing files that day
 LO = datetime(2026, 10, 10, tzinfo=timezone.utc)
 HI = LO + timedelta(days=DAYS)
 OWNED = f"job = 'ingest_events' and interval_start >= '{LO.isoformat()}' and interval_start < '{HI.isoformat()}'"
@@ -33,7 +36,8 @@ OWNED = f"job = 'ingest_events' and interval_start >= '{LO.isoformat()}' and int
 
 @pytest.fixture(scope="module")
 def service_settings() -> Settings:
-    return Settings(home=SERVICE_HOME)
+    # the environment's ports and URLs (a CI run may move them), the services' state folder
+    return dataclasses.replace(get_settings(), home=SERVICE_HOME)
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +56,17 @@ def landing() -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
     return root, manifest, malformed
 
 
-def run_backfill(api: AirflowApi, root: Path) -> None:
+def run_backfill(api: AirflowApi, root: Path) -> dict[str, str]:
+    """Backfill FIRST..EMPTY from ``root``; the run id of each day."""
     api.set_paused("enrich_reviews", True)  # only ingestion is under test here
     api.set_paused("ingest_events", False)
     for stale in api.active_backfills("ingest_events"):
-        api.wait_backfill(stale["id"], "ingest_events", FIRST, LAST, timeout=1800)
-    backfill_id = api.create_backfill("ingest_events", FIRST, LAST, reprocess="completed", conf={"landing": str(root)})
-    runs = api.wait_backfill(backfill_id, "ingest_events", FIRST, LAST, timeout=1800)
-    assert [r.logical_date[:10] for r in runs] == [FIRST.isoformat(), LAST.isoformat()]
+        api.wait_backfill(stale["id"], "ingest_events", FIRST, EMPTY, timeout=1800)
+    backfill_id = api.create_backfill("ingest_events", FIRST, EMPTY, reprocess="completed", conf={"landing": str(root)})
+    runs = api.wait_backfill(backfill_id, "ingest_events", FIRST, EMPTY, timeout=1800)
+    assert [r.logical_date[:10] for r in runs] == [FIRST.isoformat(), LAST.isoformat(), EMPTY.isoformat()]
     assert {r.run_type for r in runs} == {"backfill"}
+    return {r.logical_date[:10]: r.run_id for r in runs}
 
 
 def table_state(settings: Settings) -> dict[str, Any]:
@@ -107,8 +113,8 @@ def table_state(settings: Settings) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def first_run(api: AirflowApi, landing, service_settings: Settings) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    run_backfill(api, landing[0])
-    return table_state(service_settings)
+    runs = run_backfill(api, landing[0])
+    return table_state(service_settings) | {"runs": runs}
 
 
 def test_backfill_ingests_every_valid_record(first_run: dict[str, Any], landing) -> None:  # type: ignore[no-untyped-def]
@@ -148,9 +154,20 @@ def test_rerun_gives_identical_rows(
         assert second[key] == first_run[key], key
 
 
-def test_asset_events_emitted(first_run: dict[str, Any], api: AirflowApi) -> None:
-    events = api.asset_events("iceberg://placerec/raw/events")
-    assert any(e.get("source_dag_id") == "ingest_events" for e in events)
+def test_only_days_with_landing_files_announce_the_raw_assets(first_run: dict[str, Any], api: AirflowApi) -> None:
+    runs = first_run["runs"]
+    states = {
+        day: {t["task_id"]: t["state"] for t in api.task_instances("ingest_events", run_id)}
+        for day, run_id in runs.items()
+    }
+    for day in (FIRST, LAST):
+        assert states[day.isoformat()]["announce_raw"] == "success", states
+    # the empty day ran (and was recorded as skipped) but announced nothing: no enrich run for it
+    assert states[EMPTY.isoformat()]["ingest_landing_files"] == "success", states
+    assert states[EMPTY.isoformat()]["announce_raw"] == "skipped", states
+    announced = {e.get("source_run_id") for e in api.asset_events("iceberg://placerec/raw/events")}
+    assert {runs[FIRST.isoformat()], runs[LAST.isoformat()]} <= announced
+    assert runs[EMPTY.isoformat()] not in announced
 
 
 def test_placerec_airflow_runs_the_cli_against_the_local_instance() -> None:
