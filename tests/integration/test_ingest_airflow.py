@@ -1,8 +1,9 @@
 """Ingestion through the real Airflow: a backfill run by the scheduler, rerun, same rows.
 
-Two days of demo data go to their own landing root (passed as the DAG's `landing` Param) and
-to days no demo uses, so this test and `make demo` never touch each other's rows. The backfill
-also covers a third day with no landing files: it runs, and announces nothing downstream.
+A day of demo data goes to its own landing root (passed as the DAG's `landing` Param) and to a
+day no demo uses, so this test and `make demo` never touch each other's rows. The first backfill
+also covers the next day, which has no landing files: it runs, and announces nothing downstream.
+The rerun backfills the data day again.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..conftest import SERVICE_HOME
 
 pytestmark = pytest.mark.integration
 
-FIRST, DAYS = date(2026, 10, 10), 2
+FIRST, DAYS = date(2026, 10, 10), 1
 LAST = FIRST + timedelta(days=DAYS - 1)
 EMPTY = LAST + timedelta(days=1)  # backfilled too: no landing files that day
 LO = datetime(2026, 10, 10, tzinfo=timezone.utc)
@@ -51,20 +52,21 @@ def api(service_settings: Settings) -> AirflowApi:
 def landing() -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
     root = SERVICE_HOME / "test-landing" / "ingest-airflow"
     # 20% malformed so that every kind of bad record occurs in every feed, even at this small size
-    manifest = generate(root, FIRST, DAYS, seed=7, places=150, users=300, events=6000, malformed_rate=0.2)
+    manifest = generate(root, FIRST, DAYS, seed=7, places=150, users=300, events=3000, malformed_rate=0.2)
     malformed = [json.loads(line) for line in (root / "_truth" / "malformed.jsonl").read_text().splitlines()]
     return root, manifest, malformed
 
 
-def run_backfill(api: AirflowApi, root: Path) -> dict[str, str]:
-    """Backfill FIRST..EMPTY from ``root``; the run id of each day."""
+def run_backfill(api: AirflowApi, root: Path, last: date = EMPTY) -> dict[str, str]:
+    """Backfill FIRST..``last`` from ``root``; the run id of each day."""
     api.set_paused("enrich_reviews", True)  # only ingestion is under test here
     api.set_paused("ingest_events", False)
     for stale in api.active_backfills("ingest_events"):
         api.wait_backfill(stale["id"], "ingest_events", FIRST, EMPTY, timeout=1800)
-    backfill_id = api.create_backfill("ingest_events", FIRST, EMPTY, reprocess="completed", conf={"landing": str(root)})
-    runs = api.wait_backfill(backfill_id, "ingest_events", FIRST, EMPTY, timeout=1800)
-    assert [r.logical_date[:10] for r in runs] == [FIRST.isoformat(), LAST.isoformat(), EMPTY.isoformat()]
+    backfill_id = api.create_backfill("ingest_events", FIRST, last, reprocess="completed", conf={"landing": str(root)})
+    runs = api.wait_backfill(backfill_id, "ingest_events", FIRST, last, timeout=1800)
+    days = [FIRST + timedelta(days=i) for i in range((last - FIRST).days + 1)]
+    assert [r.logical_date[:10] for r in runs] == [d.isoformat() for d in days]
     assert {r.run_type for r in runs} == {"backfill"}
     return {r.logical_date[:10]: r.run_id for r in runs}
 
@@ -146,7 +148,7 @@ def test_task_metrics_account_for_every_line(first_run: dict[str, Any], landing)
 def test_rerun_gives_identical_rows(
     first_run: dict[str, Any], api: AirflowApi, landing, service_settings: Settings
 ) -> None:  # type: ignore[no-untyped-def]
-    run_backfill(api, landing[0])
+    run_backfill(api, landing[0], last=LAST)
     second = table_state(service_settings)
     for day in (FIRST, LAST):  # the rerun really ran: its metrics are newer
         assert second["metrics"][day.isoformat()]["recorded_at"] > first_run["metrics"][day.isoformat()]["recorded_at"]

@@ -18,7 +18,7 @@ from ..conftest import NSMC_DIR, SERVICE_HOME
 
 pytestmark = pytest.mark.integration
 
-LIMIT = 3000
+LIMIT = 1000  # the first 1,000 reviews span 80 days
 TSV = NSMC_DIR / "reviews.tsv.gz"
 
 

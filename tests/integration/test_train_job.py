@@ -46,7 +46,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (home / "cache").symlink_to(SERVICE_HOME / "cache", target_is_directory=True)
     landing = home / "landing"
     cli(home, "demo-data", "--days", "4", "--start", FIRST.isoformat(), "--places", "120", "--users", "400",
-        "--events", "16000", "--malformed-rate", "0", "--seed", "5", "--out", str(landing))  # fmt: skip
+        "--events", "8000", "--malformed-rate", "0", "--seed", "5", "--out", str(landing))  # fmt: skip
     cli(home, "ingest-events", "--start", FIRST.isoformat(), "--end", END, "--landing", str(landing))
     cli(home, "extract-review-keywords", "--start", FIRST.isoformat(), "--end", END)
     first = json.loads(cli(home, "train-hybrid", "--start", FIRST.isoformat(), "--end", END, "--json"))
