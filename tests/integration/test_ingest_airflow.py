@@ -52,7 +52,7 @@ def api(service_settings: Settings) -> AirflowApi:
 def landing() -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
     root = SERVICE_HOME / "test-landing" / "ingest-airflow"
     # 20% malformed so that every kind of bad record occurs in every feed, even at this small size
-    manifest = generate(root, FIRST, DAYS, seed=7, places=150, users=300, events=3000, malformed_rate=0.2)
+    manifest = generate(root, FIRST, DAYS, seed=7, places=150, users=300, events=6000, malformed_rate=0.2)
     malformed = [json.loads(line) for line in (root / "_truth" / "malformed.jsonl").read_text().splitlines()]
     return root, manifest, malformed
 

@@ -133,7 +133,8 @@ def summarize_health(health: Mapping[str, object]) -> tuple[bool, str]:
 def probe(settings: Settings) -> tuple[bool, str]:
     """Ask the API server's public health endpoint about every component."""
     try:
-        health = request_json(f"{settings.airflow_url}/api/v2/monitor/health", timeout=5)
+        # generous: on a loaded 2-core machine a healthy API server can take seconds to answer
+        health = request_json(f"{settings.airflow_url}/api/v2/monitor/health", timeout=20)
     except ProbeError as exc:
         return False, str(exc)
     if not isinstance(health, Mapping):
