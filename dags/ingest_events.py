@@ -26,7 +26,7 @@ from placerec.orchestration import (
     DAILY,
     DEFAULT_ARGS,
     USER_DEFINED_MACROS,
-    announce_ingested,
+    announce,
     if_ingested,
     spark_job,
     table_asset,
@@ -66,4 +66,4 @@ with DAG(
         ],
     )
     raw = [table_asset(f"raw.{t}") for t in ("events", "reviews", "places", "quarantine")]
-    ingest >> if_ingested() >> announce_ingested("announce_raw", raw)
+    ingest >> if_ingested() >> announce("announce_raw", raw)

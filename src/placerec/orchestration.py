@@ -169,15 +169,19 @@ def _checked(start: datetime, end: datetime) -> dict[str, str]:
     return {"start": start.isoformat(), "end": end.isoformat()}
 
 
-@task(task_id="resolve_interval")
-def resolve_interval(**context: Any) -> dict[str, str]:
-    """Task: the interval the DAG's Spark tasks template in (``ti.xcom_pull('resolve_interval')``)."""
+def _run_interval(context: Any) -> dict[str, str]:
     return interval_from_context(
         dict(context.get("params") or {}),
         context.get("data_interval_start"),
         context.get("data_interval_end"),
         context.get("triggering_asset_events"),
     )
+
+
+@task(task_id="resolve_interval")
+def resolve_interval(**context: Any) -> dict[str, str]:
+    """Task: the interval the DAG's Spark tasks template in (``ti.xcom_pull('resolve_interval')``)."""
+    return _run_interval(context)
 
 
 @task.short_circuit(task_id="unless_dry_run")
@@ -190,12 +194,13 @@ def announce(task_id: str, assets: list[Asset]) -> Any:
     """Task: emit ``assets`` with the run's interval in the events' ``extra``.
 
     A DAG that is itself asset-triggered has no data interval for its consumers to inherit; this
-    hands the resolved one on (``interval_from_context`` reads it).
+    hands the resolved one on (``interval_from_context`` reads it). The interval is worked out as
+    ``resolve_interval`` does, so DAGs without that task (scheduled ones) announce theirs too.
     """
 
     @task(task_id=task_id, outlets=assets)
     def _announce(**context: Any) -> dict[str, str]:
-        interval = context["ti"].xcom_pull(task_ids="resolve_interval")
+        interval = _run_interval(context)
         for asset in assets:
             context["outlet_events"][asset].extra = dict(interval)
         return dict(interval)
@@ -213,27 +218,13 @@ def if_ingested(**context: Any) -> bool:
     """
     from placerec.catalog import get_catalog
 
-    run_id = context["run_id"]
+    run_id = context["run_id"]  # Airflow run ids are [A-Za-z0-9_.~:+-]: safe inside quotes
     table = get_catalog().load_table("ops.task_metrics")
-    rows = table.scan(
-        row_filter=f"job = 'ingest_events' and run_id = '{run_id}'", selected_fields=("details",)
-    ).to_arrow()
+    where = f"job = 'ingest_events' and run_id = '{run_id}'"
+    rows = table.scan(row_filter=where, selected_fields=("details",)).to_arrow()
     if not rows.num_rows:
         raise ValueError(f"no ingest_events metrics for run {run_id}")
     return any(not json.loads(d or "{}").get("skipped") for d in rows.column("details").to_pylist())
-
-
-def announce_ingested(task_id: str, assets: list[Asset]) -> Any:
-    """Task (after ``if_ingested``): emit ``assets`` with the run's data interval in the events' ``extra``."""
-
-    @task(task_id=task_id, outlets=assets)
-    def _announce(**context: Any) -> dict[str, str]:
-        interval = _checked(_aware(context["data_interval_start"]), _aware(context["data_interval_end"]))
-        for asset in assets:
-            context["outlet_events"][asset].extra = dict(interval)
-        return interval
-
-    return _announce()
 
 
 @task.short_circuit(task_id="if_promoted")
