@@ -147,6 +147,10 @@ class Settings:
     """Users with at most this many training places are "cold" (0: only search interests, if any)."""
     train_light_max: int = 10
     """Users with cold_max+1..light_max training places are "light", more are "heavy"."""
+    train_content_mass: float = 1.0
+    """Content weight ``m / (m + this)`` for a user with decayed interaction weight ``m`` (+1 with a
+    search interest): a faded history (one review a year ago) falls back to the popularity prior.
+    1.0 = one fresh view under the default weights; 0 gives all content full weight."""
     train_gate_tolerance: float = 0.02
     """Promotion: NDCG@10 may trail the promoted model's by at most this share (0.02 = 2 %)."""
 

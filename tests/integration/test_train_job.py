@@ -104,8 +104,19 @@ def test_run_is_recorded_with_inputs_metrics_and_report(trained: dict[str, Any])
     metrics = dict(run["metrics"])
     for method in ("hybrid", "popularity", "cf", "content", "ease", "implicit_als"):
         assert 0.0 <= float(metrics[f"{method}/all/ndcg@10"]) <= 1.0
+    # every method's paired difference to popularity, with its interval around it
+    for segment in ("all", "cold", "light", "heavy"):
+        if f"hybrid/{segment}/ndcg@10" not in metrics:
+            continue
+        diff = float(metrics[f"hybrid/{segment}/ndcg@10 vs popularity"])
+        gap = float(metrics[f"hybrid/{segment}/ndcg@10"]) - float(metrics[f"popularity/{segment}/ndcg@10"])
+        assert diff == pytest.approx(gap, abs=2e-6)
+        assert float(metrics[f"hybrid/{segment}/ndcg@10 vs popularity lo"]) <= diff
+        assert diff <= float(metrics[f"hybrid/{segment}/ndcg@10 vs popularity hi"])
+    assert "popularity/all/ndcg@10 vs popularity" not in metrics
     report = Path(first["report"])
-    assert report.is_file() and "ndcg@10" in report.read_text()
+    text = report.read_text()
+    assert report.is_file() and "ndcg@10" in text and "Differences to popularity" in text
     assert (report.parent / "ndcg_by_segment.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     factors = scan(s, "model.factors", f"model_version = '{first['model_version']}'")
     assert {f["kind"] for f in factors} == {"user", "place"}

@@ -15,6 +15,7 @@ from placerec.model.metrics import (
     map_at_k,
     ndcg_at_k,
     novelty,
+    paired_bootstrap,
     recall_at_k,
 )
 
@@ -178,3 +179,27 @@ def test_evaluate_keys_and_values() -> None:
 
     without = evaluate(RECS, TRUTH, 3, n_items=10, item_popularity=np.full(10, 2), n_train_users=4)
     assert math.isnan(without["diversity@3"])
+
+
+def test_paired_bootstrap_interval() -> None:
+    # identical figures: no difference, and no interval around it
+    same = np.array([0.0, 1.0, 0.5, 0.0])
+    assert paired_bootstrap(same, same) == (0.0, 0.0, 0.0)
+    # a constant shift of 0.1 is the difference whatever users a resample draws
+    diff, lo, hi = paired_bootstrap(same + 0.1, same)
+    assert diff == pytest.approx(0.1) and lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
+    # 10,000 users whose difference is +1 for 30 % of them, else 0: mean 0.3, sd sqrt(0.21); the
+    # interval is close to the normal one (± 1.96 · sd / √n = ± 0.00898) and seeded (same twice)
+    a = np.zeros(10_000)
+    a[:3000] = 1.0
+    diff, lo, hi = paired_bootstrap(a, np.zeros(10_000), seed=7)
+    assert diff == pytest.approx(0.3)
+    assert lo == pytest.approx(0.3 - 0.00898, abs=0.002) and hi == pytest.approx(0.3 + 0.00898, abs=0.002)
+    assert paired_bootstrap(a, np.zeros(10_000), seed=7) == (diff, lo, hi)
+    # a difference hidden in noise: the interval spans 0
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 2, 200).astype(float)
+    _, lo, hi = paired_bootstrap(noise, rng.integers(0, 2, 200).astype(float))
+    assert lo < 0 < hi
+    with pytest.raises(ValueError):
+        paired_bootstrap(np.array([]), np.array([]))

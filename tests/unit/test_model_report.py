@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from placerec.model.report import format_table, write_report
+from placerec.model.report import format_comparisons, format_table, write_report
 
 pytestmark = pytest.mark.unit
 
@@ -95,3 +95,20 @@ def test_importing_the_report_module_does_not_load_matplotlib() -> None:
     code = "import sys, placerec.model.report; print('matplotlib' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_comparisons_get_their_own_table() -> None:
+    vs = "ndcg@10 vs popularity"
+    table = [
+        row("popularity", "cold", 0.08, 0.04),
+        {**row("hybrid", "cold", 0.15, 0.05), vs: 0.01, f"{vs} lo": 0.002, f"{vs} hi": 0.018},
+        {**row("cf", "cold", 0.1, 0.039), vs: -0.001, f"{vs} lo": -0.004, f"{vs} hi": 0.002},
+    ]
+    text = format_comparisons(table, ["all", "cold"])
+    lines = text.splitlines()
+    assert len(lines) == 4  # header, rule, hybrid, cf
+    assert lines[2] == "| cold | hybrid | ndcg@10 | +0.01000 | +25.0 % | +0.00200 .. +0.01800 | better |"
+    assert lines[3].endswith("| -2.5 % | -0.00400 .. +0.00200 | no difference shown |")
+    # the comparison keys stay out of the metric table
+    assert " vs " not in format_table(table, "cold", 10)
+    assert format_comparisons(TABLE, ["all"]) == ""

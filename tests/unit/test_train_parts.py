@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from placerec.model.hybrid import CF_ONLY, CONTENT_ONLY, Blend, Scorer, Split, choose_blend, segment_of
+from placerec.model.hybrid import (
+    CF_ONLY,
+    CONTENT_ONLY,
+    Blend,
+    Scorer,
+    Split,
+    choose_blend,
+    content_confidence,
+    segment_of,
+)
 from placerec.model.interactions import interaction_rows, parse_weights
 from placerec.model.train import gate
 from placerec.settings import Settings
@@ -137,6 +146,29 @@ def test_content_serves_the_cold_user_and_cf_the_tastes() -> None:
     # per-user weight: no history -> 0 (content), long history -> close to 1 (CF)
     w = Blend(k=2.0).cf_weight(np.array([0, 2, 200]))
     assert w[0] == 0.0 and w[1] == pytest.approx(0.5) and w[2] > 0.98
+
+
+def test_faded_history_hands_the_list_back_to_the_prior() -> None:
+    split = _world()
+    # user 4 (taste e1) engaged once long ago: weight decayed to 0.001; user 5 the same taste, fresh
+    train = split.train.tolil()
+    train[4, :] = 0
+    train[4, 4] = 0.001
+    train[5, :] = 0
+    train[5, 4] = 6.0
+    split.train = train.tocsr()
+    conf = content_confidence(split, 1.0)
+    assert conf[4] == pytest.approx(0.001 / 1.001, rel=1e-4) and conf[5] == pytest.approx(6 / 7)
+    assert conf[8] == pytest.approx(0.5)  # no history, a search interest: m = 1
+    assert (content_confidence(split, 0.0) == 1.0).all()
+    with pytest.raises(ValueError):
+        content_confidence(split, -1.0)
+    blend = Blend(k=1000.0, beta=0.1)  # content (times its confidence) against the prior
+    faded, fresh = Scorer(split, content_mass=1.0).recommend(np.array([4, 5]), blend, 1)[:, 0]
+    assert faded == 6, "a faded history falls back to the popular hub"
+    assert fresh in (3, 5), "a fresh one keeps its taste"
+    # without the confidence the faded user is steered by the old engagement as firmly as the fresh
+    assert Scorer(split, content_mass=0.0).recommend(np.array([4]), blend, 1)[0, 0] in (3, 5)
 
 
 def test_choose_blend_prefers_the_blend_that_finds_held_out_items() -> None:

@@ -3,13 +3,19 @@
 For user ``u`` and place ``p``, with each part standardised over the candidate places of ``u``'s row
 (z-scores, so the parts are on one scale whatever the model):
 
-    score(u, p) = w(u) · z_cf(u, p) + (1 - w(u)) · z_content(u, p) + beta · z_prior(p)
+    score(u, p) = w(u) · z_cf(u, p) + (1 - w(u)) · c(u) · z_content(u, p) + beta · z_prior(p)
     w(u) = n(u) / (n(u) + k)        n(u) = places in u's training history
+    c(u) = m(u) / (m(u) + m0)       m(u) = u's decayed interaction weight (+ 1 with a search interest)
 
 so the blend moves from content to collaborative filtering as a user's history grows; a user with no
 history gets content from their search interests plus the prior. ``k`` and ``beta`` are chosen on a
 validation split (``choose_blend``), never on the test split, separately for cold, light and heavy
 users (``segment_of``): how much the prior should count differs most between those groups.
+
+``c(u)`` is the content's confidence: the content vector is a normalised mean, so without it a
+single review from a year ago (decayed to nearly nothing) would steer a user's list as firmly as one
+from yesterday. With ``m0`` (``train_content_mass``) a faded history hands the list back to the
+prior; ``m0 = 0`` gives every user with any history or interest full content weight.
 
 z_cf is the ALS dot product; z_content the cosine between the user's content vector (the weighted
 mean of the embeddings of the places they engaged with, plus their search-interest embedding) and
@@ -155,12 +161,25 @@ class SegmentBlend:
         return w, beta
 
 
+def content_confidence(split: Split, content_mass: float) -> np.ndarray:
+    """Per user ``m / (m + content_mass)``, ``m`` = decayed interaction weight + 1 with a search
+    interest; 1 for every user when ``content_mass`` is 0 (users without content have none to weigh)."""
+    if content_mass < 0:
+        raise ValueError(f"train_content_mass must be >= 0, got {content_mass}")
+    mass = np.asarray(split.train.sum(axis=1), dtype=np.float64).ravel()
+    mass += np.linalg.norm(split.interest, axis=1) > 0
+    if content_mass == 0:
+        return np.ones(len(mass), dtype=np.float32)
+    return (mass / (mass + content_mass)).astype(np.float32)
+
+
 class Scorer:
     """Scores users in batches; parts are computed once per batch and reused across blends."""
 
-    def __init__(self, split: Split, cold_max: int = 2, light_max: int = 10) -> None:
+    def __init__(self, split: Split, cold_max: int = 2, light_max: int = 10, content_mass: float = 0.0) -> None:
         self.split = split
         self.content = split.user_content()
+        self.confidence = content_confidence(split, content_mass)
         self.prior = split.prior()
         self.history = split.history
         self.segments = segment_of(self.history, cold_max, light_max)
@@ -172,7 +191,8 @@ class Scorer:
         else:
             cf = np.zeros((len(users), len(s.items)), dtype=np.float32)
         content = self.content[users] @ s.item_vectors.T
-        return _zscore_rows(cf.astype(np.float32), mask), _zscore_rows(content.astype(np.float32), mask)
+        z_content = _zscore_rows(content.astype(np.float32), mask) * self.confidence[users][:, None]
+        return _zscore_rows(cf.astype(np.float32), mask), z_content
 
     def combine(
         self, users: np.ndarray, parts: tuple[np.ndarray, np.ndarray], blend: Blend | SegmentBlend

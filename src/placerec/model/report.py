@@ -18,13 +18,15 @@ _METRIC_ORDER = ("recall", "ndcg", "map", "hit_rate", "coverage", "novelty", "di
 _NOT_METRICS = frozenset({"method", "segment"})
 _COUNT_KEYS = frozenset({"users"})
 MISSING = "–"
+# Keys like "ndcg@10 vs popularity" (with " lo"/" hi" bounds) are paired comparisons: their own table.
+_VS = " vs "
 
 
 def _metric_columns(rows: Sequence[Mapping[str, Any]], k: int) -> list[str]:
     present: dict[str, None] = {}
     for row in rows:
         for key in row:
-            if key not in _NOT_METRICS:
+            if key not in _NOT_METRICS and _VS not in key:
                 present.setdefault(key, None)
     known = [f"{name}@{k}" for name in _METRIC_ORDER if f"{name}@{k}" in present]
     rest = [key for key in present if key not in known and key not in _COUNT_KEYS]
@@ -79,6 +81,36 @@ def format_table(table: Sequence[Mapping[str, Any]], segment: str, k: int) -> st
         cells = [_cell(row.get(column), column, best[column]) for column in columns]
         lines.append(f"| {_escape(row.get('method', ''))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def format_comparisons(table: Sequence[Mapping[str, Any]], segments: Sequence[str]) -> str:
+    """One line per (segment, method) row that carries a paired comparison (``<metric> vs <baseline>``
+    with ``… lo``/``… hi``): the mean difference, relative to the baseline's mean when the row for the
+    baseline is there, and the interval; "" when no row has one. An interval that spans 0 is marked
+    "no difference shown": the data cannot separate the two."""
+    lines = []
+    for segment in segments:
+        rows = [row for row in table if row.get("segment") == segment]
+        for row in rows:
+            for key in row:
+                if _VS not in key or key.endswith((" lo", " hi")):
+                    continue
+                metric, baseline = key.split(_VS, 1)
+                diff, lo, hi = (_number(row.get(k)) for k in (key, f"{key} lo", f"{key} hi"))
+                base = next((_number(r.get(metric)) for r in rows if r.get("method") == baseline), math.nan)
+                rel = f"{100 * diff / base:+.1f} %" if base and not math.isnan(base) else MISSING
+                verdict = "no difference shown" if lo <= 0 <= hi else ("better" if lo > 0 else "worse")
+                lines.append(
+                    f"| {segment} | {_escape(row.get('method', ''))} | {metric} | {diff:+.5f} | {rel} "
+                    f"| {lo:+.5f} .. {hi:+.5f} | {verdict} |"
+                )
+    if not lines:
+        return ""
+    head = [
+        "| segment | method | metric | difference | relative | 95 % interval | verdict |",
+        "|---|---|---|---:|---:|---|---|",
+    ]
+    return "\n".join(head + lines)
 
 
 def _bar_chart(
@@ -138,6 +170,9 @@ def write_report(
             lines.append(format_table(table, segment, k))
         else:
             lines.append("_No results for this segment._")
+    comparisons = format_comparisons(table, segments)
+    if comparisons:
+        lines += ["", "## Differences to popularity (paired over the same users)", "", comparisons]
     lines += ["", "## Charts", ""]
     lines += [f"![{chart_title}]({name})" for name, (_, chart_title) in charts.items()]
     path = out_dir / "report.md"

@@ -70,6 +70,9 @@ INPUTS = [
     "features.user_interests",
 ]
 METHODS = ("hybrid", "popularity", "cf", "content", "ease", "implicit_als")
+VS_POPULARITY = f"ndcg@{EVAL_K} vs popularity"
+"""Row key: mean paired NDCG@10 difference to popularity over the same users (``… lo``/``… hi``: its
+95 % bootstrap interval)."""
 
 
 @dataclass(frozen=True)
@@ -320,6 +323,10 @@ def fit_als(spark: SparkSession, train: sp.csr_matrix, s: Settings) -> tuple[np.
     return user_f, item_f
 
 
+def _scorer(split: Split, s: Settings) -> Scorer:
+    return Scorer(split, s.train_cold_max, s.train_light_max, s.train_content_mass)
+
+
 def evaluate_methods(
     split: Split,
     users: np.ndarray,
@@ -329,7 +336,7 @@ def evaluate_methods(
     methods: Sequence[str] = METHODS,
 ) -> list[dict[str, Any]]:
     """Every method on the same split, overall and per segment: rows of ``metrics.evaluate`` figures."""
-    scorer = Scorer(split, s.train_cold_max, s.train_light_max)
+    scorer = _scorer(split, s)
     recs: dict[str, np.ndarray] = {}
     blends: dict[str, Blend | SegmentBlend] = {
         "hybrid": blend,
@@ -352,6 +359,7 @@ def evaluate_methods(
             ).fit(split.train)
             recs[name] = _reference_lists(model, split, users)
     segments = scorer.segments[users]
+    gains = {name: metrics.ndcg_per_user(lists, truth, EVAL_K) for name, lists in recs.items()}
     # Metrics see the catalogue at the cut only: item ids are renumbered over the candidates, so
     # coverage is a share of what could have been recommended.
     cand = np.flatnonzero(split.candidates)
@@ -375,6 +383,10 @@ def evaluate_methods(
                 n_train_users=max(1, n_train_users),
                 item_vectors=split.item_vectors[cand],
             )
+            if name != "popularity" and "popularity" in gains:
+                # Paired over the same users: is the difference to popularity more than sampling noise?
+                diff, lo, hi = metrics.paired_bootstrap(gains[name][mask], gains["popularity"][mask], seed=s.train_seed)
+                figures |= {VS_POPULARITY: diff, f"{VS_POPULARITY} lo": lo, f"{VS_POPULARITY} hi": hi}
             rows.append({"method": name, "segment": segment, **figures})
     return rows
 
@@ -408,6 +420,7 @@ def _params(s: Settings) -> dict[str, str]:
         "train_test_days",
         "train_cold_max",
         "train_light_max",
+        "train_content_mass",
         "train_gate_tolerance",
         "embeddings_model",
     ]
@@ -483,7 +496,7 @@ def run_train_hybrid(
     val_users, val_truth = trainer.truth(val, test_cut)
     if not len(val_users):
         raise ValueError(f"no validation positives in [{val_cut}, {test_cut}): too little data before {end}")
-    blend, grid = choose_blend(Scorer(val, s.train_cold_max, s.train_light_max), val_users, val_truth, EVAL_K)
+    blend, grid = choose_blend(_scorer(val, s), val_users, val_truth, EVAL_K)
     del val
 
     test = trainer.split(test_cut)
@@ -505,7 +518,7 @@ def run_train_hybrid(
     )
 
     full = trainer.split(end, keep_text=True)
-    scorer = Scorer(full, s.train_cold_max, s.train_light_max)
+    scorer = _scorer(full, s)
     has_content = np.linalg.norm(full.interest, axis=1) > 0
     users = np.flatnonzero((full.history > 0) | has_content)
     rows: dict[str, list[Any]] = {k: [] for k in ("user_id", "rank", "place_id", "score", "reason")}
