@@ -190,7 +190,7 @@ def job_run(
 
 def format_training(details: dict[str, Any], k: int = 10) -> str:
     """The run's verdict and its evaluation table (overall, then per user segment)."""
-    from placerec.model.report import format_table
+    from placerec.model.report import format_comparisons, format_table
 
     if not details.get("model_version"):
         return f"train_hybrid for {details['test'][1]}: {details['gate']}"
@@ -206,6 +206,9 @@ def format_training(details: dict[str, Any], k: int = 10) -> str:
     for segment in ("all", "cold", "light", "heavy"):
         if any(r["segment"] == segment for r in details["table"]):
             lines += ["", f"{segment} users", format_table(details["table"], segment, k)]
+    versus = format_comparisons(details["table"], ("all", "cold", "light", "heavy"), methods=("hybrid",))
+    if versus:
+        lines += ["", "hybrid against popularity (paired over the same users, 95 % bootstrap interval)", versus]
     return "\n".join(lines)
 
 

@@ -112,3 +112,31 @@ def test_comparisons_get_their_own_table() -> None:
     # the comparison keys stay out of the metric table
     assert " vs " not in format_table(table, "cold", 10)
     assert format_comparisons(TABLE, ["all"]) == ""
+    only = format_comparisons(table, ["cold"], methods=("hybrid",)).splitlines()
+    assert len(only) == 3 and "| hybrid |" in only[2]
+
+
+def test_training_summary_shows_the_hybrid_against_popularity() -> None:
+    from placerec.report import format_training
+
+    vs = "ndcg@10 vs popularity"
+    table = [
+        row("popularity", "all", 0.1, 0.05),
+        {**row("hybrid", "all", 0.2, 0.06), vs: 0.01, f"{vs} lo": -0.001, f"{vs} hi": 0.02},
+        {**row("cf", "all", 0.2, 0.04), vs: -0.01, f"{vs} lo": -0.02, f"{vs} hi": -0.001},
+    ]
+    details = {
+        "model_version": "hybrid-x",
+        "gate": "passed",
+        "promoted": True,
+        "test": ["a", "b"],
+        "evaluation_users": 1200,
+        "blend": {},
+        "recommendations": 10,
+        "users_recommended": 1,
+        "report": "r.md",
+        "table": table,
+    }
+    text = format_training(details)
+    assert "| all | hybrid | ndcg@10 | +0.01000 | +20.0 % | -0.00100 .. +0.02000 | no difference shown |" in text
+    assert "| all | cf |" not in text

@@ -83,15 +83,17 @@ def format_table(table: Sequence[Mapping[str, Any]], segment: str, k: int) -> st
     return "\n".join(lines)
 
 
-def format_comparisons(table: Sequence[Mapping[str, Any]], segments: Sequence[str]) -> str:
+def format_comparisons(table: Sequence[Mapping[str, Any]], segments: Sequence[str], methods: Sequence[str] = ()) -> str:
     """One line per (segment, method) row that carries a paired comparison (``<metric> vs <baseline>``
     with ``… lo``/``… hi``): the mean difference, relative to the baseline's mean when the row for the
     baseline is there, and the interval; "" when no row has one. An interval that spans 0 is marked
-    "no difference shown": the data cannot separate the two."""
+    "no difference shown": the data cannot separate the two. ``methods`` (if given) limits the lines."""
     lines = []
     for segment in segments:
         rows = [row for row in table if row.get("segment") == segment]
         for row in rows:
+            if methods and row.get("method") not in methods:
+                continue
             for key in row:
                 if _VS not in key or key.endswith((" lo", " hi")):
                     continue
