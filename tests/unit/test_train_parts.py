@@ -19,7 +19,7 @@ from placerec.model.hybrid import (
     segment_of,
 )
 from placerec.model.interactions import interaction_rows, parse_weights
-from placerec.model.train import gate
+from placerec.model.train import gate, run_train_hybrid
 from placerec.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -323,3 +323,8 @@ def test_every_method_is_scored_over_the_catalogue_only() -> None:
 
 
 METHODS_ALL = ("hybrid", "popularity", "cf", "content", "ease", "implicit_als")
+
+
+def test_a_negative_content_mass_is_refused_before_any_work() -> None:
+    with pytest.raises(ValueError, match="PLACEREC_TRAIN_CONTENT_MASS"):
+        run_train_hybrid(None, END, END, settings=Settings(train_content_mass=-1.0))  # type: ignore[arg-type]

@@ -474,6 +474,8 @@ def run_train_hybrid(
     unknown = set(methods) - set(METHODS)
     if unknown or "hybrid" not in methods:
         raise ValueError(f"methods must include hybrid and come from {', '.join(METHODS)}; got {sorted(methods)}")
+    if s.train_content_mass < 0:  # checked before minutes of splits, not in the scorer after them
+        raise ValueError(f"PLACEREC_TRAIN_CONTENT_MASS must be >= 0, got {s.train_content_mass}")
     began = time.monotonic()
     ensure_tables(get_catalog())
     span = timedelta(days=s.train_test_days)
