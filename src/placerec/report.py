@@ -203,10 +203,10 @@ def format_training(details: dict[str, Any], k: int = 10) -> str:
         f"{details['recommendations']} recommendations for {details['users_recommended']} users; "
         f"report {details['report']}",
     ]
-    for segment in ("all", "cold", "light", "heavy"):
-        if any(r["segment"] == segment for r in details["table"]):
-            lines += ["", f"{segment} users", format_table(details["table"], segment, k)]
-    versus = format_comparisons(details["table"], ("all", "cold", "light", "heavy"), methods=("hybrid",))
+    segments = [seg for seg in ("all", "cold", "light", "heavy") if any(r["segment"] == seg for r in details["table"])]
+    for segment in segments:
+        lines += ["", f"{segment} users", format_table(details["table"], segment, k)]
+    versus = format_comparisons(details["table"], segments, methods=("hybrid",))
     if versus:
         lines += ["", "hybrid against popularity (paired over the same users, 95 % bootstrap interval)", versus]
     return "\n".join(lines)

@@ -161,11 +161,15 @@ class SegmentBlend:
         return w, beta
 
 
+def check_content_mass(content_mass: float) -> None:
+    if content_mass < 0:
+        raise ValueError(f"PLACEREC_TRAIN_CONTENT_MASS must be >= 0, got {content_mass}")
+
+
 def content_confidence(split: Split, content_mass: float) -> np.ndarray:
     """Per user ``m / (m + content_mass)``, ``m`` = decayed interaction weight + 1 with a search
     interest; 1 for every user when ``content_mass`` is 0 (users without content have none to weigh)."""
-    if content_mass < 0:
-        raise ValueError(f"train_content_mass must be >= 0, got {content_mass}")
+    check_content_mass(content_mass)
     mass = np.asarray(split.train.sum(axis=1), dtype=np.float64).ravel()
     mass += np.linalg.norm(split.interest, axis=1) > 0
     if content_mass == 0:

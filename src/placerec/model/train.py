@@ -45,6 +45,7 @@ from placerec.model.hybrid import (
     SegmentBlend,
     Split,
     catalogue_top,
+    check_content_mass,
     choose_blend,
 )
 from placerec.model.interactions import interaction_rows, parse_weights
@@ -474,8 +475,7 @@ def run_train_hybrid(
     unknown = set(methods) - set(METHODS)
     if unknown or "hybrid" not in methods:
         raise ValueError(f"methods must include hybrid and come from {', '.join(METHODS)}; got {sorted(methods)}")
-    if s.train_content_mass < 0:  # checked before minutes of splits, not in the scorer after them
-        raise ValueError(f"PLACEREC_TRAIN_CONTENT_MASS must be >= 0, got {s.train_content_mass}")
+    check_content_mass(s.train_content_mass)  # before minutes of splits, not in the scorer after them
     began = time.monotonic()
     ensure_tables(get_catalog())
     span = timedelta(days=s.train_test_days)
