@@ -5,6 +5,9 @@ UV_VERSION := 0.13.9
 # uv on PATH if there is one, else the one pip installs into this Python (`python3 -m uv`)
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
+# compiled once at install: every task process, CLI call and test worker then imports from .pyc
+# (an environment with PYTHONDONTWRITEBYTECODE would otherwise recompile Airflow and pandas each time)
+export UV_COMPILE_BYTECODE := 1
 PYTEST_ARGS ?=
 
 .PHONY: help setup up down status demo nsmc test test-unit test-dags test-integration lint format bench clean
@@ -16,7 +19,7 @@ setup: ## install uv (pinned) and the locked Python deps into .venv
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen
 
-up: setup ## start OpenSearch (k-NN), the embeddings endpoint, PostgreSQL and Airflow (127.0.0.1)
+up: setup ## start OpenSearch (k-NN), the embeddings endpoint, Spark Connect, PostgreSQL and Airflow (127.0.0.1)
 	$(RUN) placerec dev up
 
 down: ## stop what `make up` started

@@ -30,9 +30,9 @@ from airflow.sdk import DAG, Param
 from placerec.orchestration import (
     DEFAULT_ARGS,
     INTERVAL_ARGS,
-    USER_DEFINED_MACROS,
     announce,
     resolve_interval,
+    spark_conn_param,
     spark_job,
     table_asset,
     unless_dry_run,
@@ -60,7 +60,6 @@ with DAG(
     max_active_runs=8,
     default_args=DEFAULT_ARGS,
     tags=["placerec", "enrich"],
-    user_defined_macros=USER_DEFINED_MACROS,
     params={
         "start": Param("", type="string", description="Interval start for a manual run (empty: from the trigger)."),
         "end": Param("", type="string", description="Interval end, exclusive (empty: start + 1 day)."),
@@ -70,6 +69,7 @@ with DAG(
         "budget_tokens": Param("", type="string", description="Token ceiling for this run (empty: none)."),
         "budget_cost": Param("", type="string", description="USD ceiling for this run (empty: none)."),
         "dry_run": Param(False, type="boolean", description="Only estimate calls, tokens and cost."),
+        "spark_conn_id": spark_conn_param(),
     },
 ):
     interval = resolve_interval()

@@ -25,9 +25,9 @@ from airflow.sdk import DAG, Param
 from placerec.orchestration import (
     DAILY,
     DEFAULT_ARGS,
-    USER_DEFINED_MACROS,
     announce,
     if_ingested,
+    spark_conn_param,
     spark_job,
     table_asset,
 )
@@ -42,13 +42,13 @@ with DAG(
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=["placerec", "ingest"],
-    user_defined_macros=USER_DEFINED_MACROS,
     params={
         "landing": Param(
             "",
             type="string",
             description="Landing root to read; empty means the configured one (PLACEREC_LANDING_DIR).",
         ),
+        "spark_conn_id": spark_conn_param(),
     },
 ):
     ingest = spark_job(

@@ -29,9 +29,9 @@ from airflow.sdk import DAG, Asset, Param
 from placerec.orchestration import (
     DEFAULT_ARGS,
     INTERVAL_ARGS,
-    USER_DEFINED_MACROS,
     announce,
     resolve_interval,
+    spark_conn_param,
     spark_job,
     table_asset,
 )
@@ -48,12 +48,12 @@ with DAG(
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=["placerec", "publish"],
-    user_defined_macros=USER_DEFINED_MACROS,
     params={
         "start": Param("", type="string", description="Interval start for a manual run (empty: from the trigger)."),
         "end": Param("", type="string", description="Interval end, exclusive."),
         "dry_run": Param(False, type="boolean", description="Build and validate, then drop the build."),
         "force": Param(False, type="boolean", description="Rebuild even if the live version has these inputs."),
+        "spark_conn_id": spark_conn_param(),
     },
 ):
     interval = resolve_interval()

@@ -26,10 +26,10 @@ from airflow.sdk import DAG, Param
 from placerec.orchestration import (
     DEFAULT_ARGS,
     INTERVAL_ARGS,
-    USER_DEFINED_MACROS,
     announce_promoted,
     if_promoted,
     resolve_interval,
+    spark_conn_param,
     spark_job,
     table_asset,
 )
@@ -46,11 +46,11 @@ with DAG(
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=["placerec", "train"],
-    user_defined_macros=USER_DEFINED_MACROS,
     params={
         "start": Param("", type="string", description="Interval start for a manual run (empty: from the trigger)."),
         "end": Param("", type="string", description="Interval end, exclusive: the model is trained as of it."),
         "force": Param(False, type="boolean", description="Promote even if the gate refuses (recorded as forced)."),
+        "spark_conn_id": spark_conn_param(),
     },
 ):
     interval = resolve_interval()

@@ -18,24 +18,29 @@ SERVICE_HOME = Path(os.environ.get("PLACEREC_HOME", PROJECT_ROOT / ".local")).re
 
 @pytest.fixture(scope="session")
 def unit_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A private PLACEREC_HOME (catalog, warehouse) sharing the real download cache."""
+    """A private PLACEREC_HOME (catalog, warehouse) sharing the real download cache; Spark in-process."""
     home = tmp_path_factory.mktemp("placerec-home")
     (SERVICE_HOME / "cache").mkdir(parents=True, exist_ok=True)
     (home / "cache").symlink_to(SERVICE_HOME / "cache", target_is_directory=True)
-    old = os.environ.get("PLACEREC_HOME")
+    # library tests run Spark in-process (pyspark's own Connect server), never on the `dev up` one
+    saved = {key: os.environ.get(key) for key in ("PLACEREC_HOME", "PLACEREC_SPARK_REMOTE")}
     os.environ["PLACEREC_HOME"] = str(home)
+    os.environ["PLACEREC_SPARK_REMOTE"] = "local"
     get_settings.cache_clear()
     yield home
-    if old is None:
-        os.environ.pop("PLACEREC_HOME", None)
-    else:
-        os.environ["PLACEREC_HOME"] = old
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")
 def spark(unit_home: Path):  # type: ignore[no-untyped-def]
-    """One local SparkSession for the whole test session, on the private catalog."""
+    """One Spark Connect session for the whole test session on the private catalog: pyspark's
+    in-process Connect server (``PLACEREC_SPARK_REMOTE=local``), so library tests see the protocol
+    the jobs run on (no RDD API, UDFs in Python workers) without the ``dev up`` server."""
     from placerec.spark import get_spark
 
     session = get_spark("placerec-tests")

@@ -134,6 +134,18 @@ class AirflowApi:
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         return self._call(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]  # type: ignore[no-any-return]
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int | None = None) -> str:
+        """The text of a task's log (its latest try unless ``try_number``), one event per line."""
+        if try_number is None:
+            ti = self._call(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+            try_number = int(ti["try_number"])
+        found = self._call(
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}?full_content=true"
+        )
+        content = found.get("content") if isinstance(found, dict) else found
+        lines = content if isinstance(content, list) else [content]
+        return "\n".join(line.get("event", "") if isinstance(line, dict) else str(line) for line in lines)
+
     def dag_runs(self, dag_id: str, *, since: datetime | None = None) -> list[dict[str, Any]]:
         """Runs of ``dag_id`` (any type) created to run after ``since``, oldest first."""
         query: dict[str, Any] = {"limit": 1000, "order_by": "run_after"}

@@ -27,11 +27,13 @@ def main(verbose: bool) -> None:
 
 @main.group()
 def dev() -> None:
-    """Local platform: OpenSearch, embeddings endpoint and Airflow on 127.0.0.1."""
+    """Local platform: OpenSearch, embeddings endpoint, Spark Connect, PostgreSQL and Airflow on 127.0.0.1."""
 
 
 @dev.command("up")
-@click.option("--only", multiple=True, help="Start only these services (opensearch, embeddings, postgres, airflow).")
+@click.option(
+    "--only", multiple=True, help="Start only these services (opensearch, embeddings, spark, postgres, airflow)."
+)
 def dev_up(only: tuple[str, ...]) -> None:
     """Install (once) and start the local services; idempotent, waits until healthy."""
     from placerec.dev import services
@@ -479,10 +481,10 @@ def search_command(text: str, k: int, district: str, category: str) -> None:
 @main.command("create-tables")
 def create_tables() -> None:
     """Create every Iceberg namespace and table that does not exist yet."""
-    from placerec.catalog import get_catalog
-    from placerec.tables import TABLES, ensure_tables
+    from placerec.catalog import ensure_tables_once
+    from placerec.tables import TABLES
 
-    created = ensure_tables(get_catalog())
+    created = ensure_tables_once(check_all=True)
     for t in TABLES:
         click.echo(f"{t.identifier:<28} {'created' if t.identifier in created else 'exists'}")
 
@@ -564,7 +566,7 @@ def demo(days: int, seed: int, start: str, timeout: int) -> None:
     The enrich run's features Assets trigger train_hybrid (evaluated on the last day, gated).
     """
     from placerec.airflow_api import AirflowApi
-    from placerec.catalog import get_catalog
+    from placerec.catalog import ensure_tables_once
     from placerec.demo import generate
     from placerec.report import (
         enrichment_summary,
@@ -576,7 +578,6 @@ def demo(days: int, seed: int, start: str, timeout: int) -> None:
         job_run,
     )
     from placerec.settings import get_settings
-    from placerec.tables import ensure_tables
 
     settings = get_settings()
     first = date.fromisoformat(start)
@@ -584,7 +585,7 @@ def demo(days: int, seed: int, start: str, timeout: int) -> None:
     began = datetime.now(timezone.utc)
     generate(settings.landing_path, first, days, seed)
     click.echo(f"demo data: {days} days from {first} (seed {seed}) in {settings.landing_path}")
-    ensure_tables(get_catalog(settings))
+    ensure_tables_once(settings)
     api = AirflowApi(settings)
     api.wait_for_dag("ingest_events")
     api.wait_for_dag("enrich_reviews")

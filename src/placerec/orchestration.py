@@ -7,11 +7,11 @@ paths and settings are resolved when a task renders its templates, inside the wo
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import Asset, task
+from airflow.sdk import Asset, BaseOperator, Param, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from placerec.settings import PROJECT_ROOT
@@ -45,57 +45,126 @@ INTERVAL_ARGS = [
 JOBS_DIR = PROJECT_ROOT / "jobs"
 
 
+def spark_conn_param() -> Param:
+    """The Param every DAG with Spark tasks offers: which Spark they run on, for this run."""
+    return Param(
+        "",
+        type="string",
+        description=(
+            "Airflow connection the Spark tasks run through (empty: PLACEREC_SPARK_CONN_ID, by default "
+            "spark_connect_default, the long-lived Spark Connect server): type spark_connect runs the job "
+            "in the task through Spark Connect, type spark runs it with spark-submit on that master."
+        ),
+    )
+
+
 def table_asset(identifier: str) -> Asset:
     """The Airflow Asset for an Iceberg table ``namespace.name`` of the placerec catalog."""
     namespace, name = identifier.split(".", 1)
     return Asset(name=identifier, uri=f"iceberg://placerec/{namespace}/{name}", group="iceberg")
 
 
-def _spark_jars() -> str:
-    from placerec.dev.artifacts import spark_jars
+class PlacerecSparkOperator(BaseOperator):
+    """A placerec Spark job (the CLI command ``job`` with ``args``) on the Spark a connection names.
 
-    return ",".join(str(p) for p in spark_jars())
+    Decided when the task runs, from the connection's type:
 
+    * ``spark_connect`` (the default ``spark_connect_default``; also when that connection is not
+      defined at all: the ``dev up`` server): the job runs in this task's process as a Spark Connect
+      client, so the task pays for no JVM; Python UDFs run in the server's workers;
+    * ``spark``: ``spark-submit jobs/<job>.py`` to the connection's master (standalone, YARN,
+      Kubernetes), the cluster road.
 
-def _settings() -> Any:
-    from placerec.settings import get_settings
-
-    return get_settings()
-
-
-# Jinja helpers, evaluated when the task renders (in the worker), never at parse time.
-USER_DEFINED_MACROS = {"placerec_spark_jars": _spark_jars, "placerec_settings": _settings}
-
-
-class PlacerecSparkSubmitOperator(SparkSubmitOperator):
-    """spark-submit that hands the job the Airflow connections it names, resolved when the task runs.
-
-    A connection defined in the UI or a secrets backend reaches the job as ``AIRFLOW_CONN_<ID>`` in
-    the spark-submit process environment (never in a templated field, so the password is not
+    The Airflow connections in ``connections`` (LLM, OpenSearch) reach the job as ``AIRFLOW_CONN_<ID>``
+    in the process environment, resolved here (never in a templated field, so a password is not
     rendered in the UI nor logged); one already given as an environment variable is left as it is.
     """
 
-    def __init__(self, *, connections: tuple[str, ...] = (), **kwargs: Any) -> None:
+    template_fields: Sequence[str] = ("args", "conn_id")
+
+    def __init__(
+        self, *, job: str, args: list[str], conn_id: str = "", connections: tuple[str, ...] = (), **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        self.job = job
+        self.args = args
+        self.conn_id = conn_id
         self.connections = connections
+        self._submit_hook: Any = None
 
     def execute(self, context: Any) -> None:
-        import os
-
-        from airflow.sdk import BaseHook
+        from placerec.settings import get_settings
 
         for conn_id in self.connections:
-            key = f"AIRFLOW_CONN_{conn_id.upper()}"
-            if key in os.environ:
-                continue
-            try:
-                conn = BaseHook.get_connection(conn_id)
-            except Exception:  # not defined: the job falls back to its PLACEREC_* settings
-                self.log.info("no Airflow connection %s: the job uses its PLACEREC_* settings", conn_id)
-                continue
-            # this task's own process: spark-submit inherits it, nothing renders or logs it
+            self._export_connection(conn_id)
+        conn_id = self.conn_id or str((context.get("params") or {}).get("spark_conn_id") or "")
+        conn_id = conn_id or get_settings().spark_conn_id
+        conn = self._connection(conn_id)
+        kind = conn.conn_type if conn is not None else "spark_connect"
+        if kind == "spark_connect":
+            self._run_connect(conn_id if conn is not None else None)
+        elif kind == "spark":
+            self._spark_submit(conn_id)
+        else:
+            raise ValueError(f"Spark connection {conn_id!r} has type {kind!r}: expected spark_connect or spark")
+
+    def _connection(self, conn_id: str) -> Any:
+        from airflow.sdk import BaseHook
+
+        try:
+            return BaseHook.get_connection(conn_id)
+        except Exception:  # not defined: the embedded default (the `dev up` Spark Connect server)
+            self.log.info("no Airflow connection %s: using PLACEREC_SPARK_REMOTE or the dev server", conn_id)
+            return None
+
+    def _export_connection(self, conn_id: str) -> None:
+        import os
+
+        key = f"AIRFLOW_CONN_{conn_id.upper()}"
+        if key in os.environ:
+            return
+        conn = self._connection(conn_id)
+        if conn is not None:  # this task's own process (and spark-submit's): nothing renders or logs it
             os.environ[key] = conn.as_json()
-        super().execute(context)
+
+    def _run_connect(self, conn_id: str | None) -> None:
+        import os
+
+        from placerec.cli import main
+        from placerec.settings import get_settings
+
+        if conn_id is not None:
+            from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
+
+            # the task's own process only; a token in the URL is never logged
+            os.environ["PLACEREC_SPARK_REMOTE"] = SparkConnectHook(conn_id).get_connection_url()
+        get_settings.cache_clear()
+        self.log.info("running placerec %s through Spark Connect", self.job.replace("_", "-"))
+        main([self.job.replace("_", "-"), *self.args], prog_name="placerec", standalone_mode=False)
+
+    def _spark_submit(self, conn_id: str) -> None:
+        from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+
+        from placerec.maven import spark_jars
+        from placerec.settings import get_settings
+
+        settings = get_settings()
+        self._submit_hook = SparkSubmitHook(
+            conn_id=conn_id,
+            name=f"placerec-{self.job}",
+            jars=",".join(str(p) for p in spark_jars(settings)),
+            conf={"spark.driver.memory": settings.spark_driver_memory},
+            application_args=self.args,
+        )
+        self._submit_hook.submit(str(JOBS_DIR / f"{self.job}.py"))
+
+    def on_kill(self) -> None:
+        if self._submit_hook is not None:
+            self._submit_hook.on_kill()
+            return
+        from placerec.spark import interrupt_sessions
+
+        interrupt_sessions()
 
 
 def spark_job(
@@ -105,19 +174,10 @@ def spark_job(
     outlets: list[Asset] | None = None,
     connections: tuple[str, ...] = (),
     **kwargs: Any,
-) -> SparkSubmitOperator:
-    """A spark-submit task running ``jobs/<job>.py`` with ``args`` through the ``spark_default`` connection."""
-    return PlacerecSparkSubmitOperator(
-        connections=connections,
-        task_id=task_id,
-        application=str(JOBS_DIR / f"{job}.py"),
-        name=f"placerec-{job}",
-        conn_id="spark_default",
-        jars="{{ placerec_spark_jars() }}",
-        conf={"spark.driver.memory": "{{ placerec_settings().spark_driver_memory }}"},
-        application_args=args,
-        outlets=outlets or [],
-        **kwargs,
+) -> PlacerecSparkOperator:
+    """A task running the placerec job ``job`` (``placerec <job>`` / ``jobs/<job>.py``) with ``args``."""
+    return PlacerecSparkOperator(
+        task_id=task_id, job=job, args=args, connections=connections, outlets=outlets or [], **kwargs
     )
 
 

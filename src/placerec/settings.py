@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 
 def _project_root() -> Path:
@@ -41,8 +41,18 @@ class Settings:
     landing_dir: str = ""
     """Where log shippers drop files: ``<landing>/<feed>/dt=YYYY-MM-DD/*.jsonl``; empty means under ``home``."""
 
+    spark_remote: str = field(default="", repr=False)
+    """Where jobs run Spark: empty = the Spark Connect server of ``placerec dev up``; ``sc://host:port`` =
+    another Connect endpoint (secret when it carries a token); ``local`` = an in-process Connect server
+    on ``spark_master``; ``classic`` = a classic in-process SparkSession. spark-submit is always classic."""
+    spark_conn_id: str = "spark_connect_default"
+    """Airflow connection a DAG's Spark task runs through: type ``spark_connect`` (a Connect endpoint;
+    env form ``AIRFLOW_CONN_<ID>`` is read by the CLI too) or ``spark`` (spark-submit to its master)."""
+    spark_connect_port: int = 15002
+    """Port of the ``dev up`` Spark Connect server on 127.0.0.1."""
     spark_master: str = "local[*]"
-    spark_driver_memory: str = "1g"
+    spark_driver_memory: str = "3g"
+    """Driver heap: of the long-lived Connect server (shared by every job at once), or of one classic job."""
     spark_shuffle_partitions: int = 4
 
     opensearch_url: str = "http://127.0.0.1:9200"
@@ -191,6 +201,12 @@ class Settings:
         return Path(self.landing_dir) if self.landing_dir else self.home / "landing"
 
     @property
+    def spark_connect_url(self) -> str:
+        """The Connect endpoint jobs use (``spark_remote``, else the ``dev up`` server)."""
+        remote = self.spark_remote.strip()
+        return remote if remote.startswith("sc://") else f"sc://127.0.0.1:{self.spark_connect_port}"
+
+    @property
     def embeddings_url(self) -> str:
         return f"http://{self.embeddings_host}:{self.embeddings_port}/v1"
 
@@ -226,6 +242,9 @@ def get_settings() -> Settings:
     conn_id = str(values.get("llm_conn_id", Settings.llm_conn_id))
     for name, value in llm_connection(conn_id).items():
         values.setdefault(name, value)  # explicit PLACEREC_LLM_* settings win over the connection
+    spark_conn = str(values.get("spark_conn_id", Settings.spark_conn_id))
+    for key, found in spark_connection(spark_conn).items():
+        values.setdefault(key, found)  # an explicit PLACEREC_SPARK_REMOTE wins over the connection
     search_conn = str(values.get("opensearch_conn_id", Settings.opensearch_conn_id))
     for key, found in opensearch_connection(search_conn).items():
         values.setdefault(key, found)  # explicit PLACEREC_OPENSEARCH_* settings win over the connection
@@ -318,3 +337,41 @@ def llm_connection(conn_id: str) -> dict[str, str]:
             "llm_model": query.get("model"),
         }
     return {k: str(v) for k, v in found.items() if v}
+
+
+def spark_connection(conn_id: str) -> dict[str, object]:
+    """``spark_remote`` from the Airflow connection ``conn_id`` given as ``AIRFLOW_CONN_<ID>``, when it is
+    of type ``spark_connect`` (JSON: ``{"conn_type": "spark_connect", "host": "sc://10.0.0.5", "port": 15002}``,
+    ``password`` a token, ``extra.use_ssl``); a ``spark`` connection is spark-submit's business."""
+    raw, conn = _airflow_connection(conn_id)
+    if conn is None:
+        if not raw.startswith("spark-connect://") and not raw.startswith("spark_connect://"):
+            return {}
+        url = urlsplit(raw)
+        conn = {
+            "host": url.hostname,
+            "port": url.port,
+            "password": unquote(url.password or ""),
+            "login": unquote(url.username or ""),
+            "extra": dict(parse_qsl(url.query)),
+        }
+    elif conn.get("conn_type") != "spark_connect":
+        return {}
+    return {"spark_remote": connect_url(conn)}
+
+
+def connect_url(conn: dict[str, Any]) -> str:
+    """The ``sc://`` URL of a Spark Connect connection (as the Spark provider's ``SparkConnectHook`` builds it)."""
+    host = str(conn.get("host") or "127.0.0.1")
+    netloc = urlsplit(host).netloc if "://" in host else host
+    if conn.get("port"):
+        netloc = f"{netloc.split(':')[0]}:{conn['port']}"
+    params = []
+    if conn.get("login"):
+        params.append(f"user_id={quote(str(conn['login']))}")
+    if conn.get("password"):
+        params.append(f"token={quote(str(conn['password']))}")
+    use_ssl = (conn.get("extra") or {}).get("use_ssl")
+    if use_ssl is not None:
+        params.append(f"use_ssl={quote(str(use_ssl))}")
+    return f"sc://{netloc}/" + (";" + ";".join(params) if params else "")

@@ -110,13 +110,13 @@ def test_scheduled_runs_own_a_non_empty_interval(dagbag) -> None:  # type: ignor
 
 def test_asset_triggered_spark_tasks_resolve_their_interval_first(dagbag) -> None:  # type: ignore[no-untyped-def]
     """Airflow 3 gives asset-triggered runs no data interval: every Spark task must wait for resolve_interval."""
-    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+    from placerec.orchestration import PlacerecSparkOperator
 
     asset_dags = [dag for dag in dagbag.dags.values() if type(dag.timetable).__name__ == "AssetTriggeredTimetable"]
     assert asset_dags, "expected at least one asset-triggered DAG (enrich_reviews)"
     for dag in asset_dags:
-        spark_tasks = [t for t in dag.tasks if isinstance(t, SparkSubmitOperator)]
+        spark_tasks = [t for t in dag.tasks if isinstance(t, PlacerecSparkOperator)]
         assert spark_tasks, dag.dag_id
         for t in spark_tasks:
             assert "resolve_interval" in t.get_flat_relative_ids(upstream=True), f"{dag.dag_id}.{t.task_id}"
-            assert any("resolve_interval" in str(arg) for arg in t.application_args), f"{dag.dag_id}.{t.task_id}"
+            assert any("resolve_interval" in str(arg) for arg in t.args), f"{dag.dag_id}.{t.task_id}"

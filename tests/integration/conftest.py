@@ -15,6 +15,7 @@ from ..conftest import SERVICE_HOME
 def service_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Point settings at the running services' state, whatever library tests did to the environment."""
     monkeypatch.setenv("PLACEREC_HOME", str(SERVICE_HOME))
+    monkeypatch.delenv("PLACEREC_SPARK_REMOTE", raising=False)  # the `dev up` Spark Connect server
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

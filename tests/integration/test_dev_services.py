@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def test_status_all_healthy() -> None:
     rows = {r.name: r for r in services.status()}
-    assert list(rows) == ["opensearch", "embeddings", "postgres", "airflow"]
+    assert list(rows) == ["opensearch", "embeddings", "spark", "postgres", "airflow"]
     assert all(r.healthy for r in rows.values()), {n: r.detail for n, r in rows.items()}
 
 

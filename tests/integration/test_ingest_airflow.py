@@ -57,13 +57,15 @@ def landing() -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
     return root, manifest, malformed
 
 
-def run_backfill(api: AirflowApi, root: Path, last: date = EMPTY) -> dict[str, str]:
-    """Backfill FIRST..``last`` from ``root``; the run id of each day."""
+def run_backfill(api: AirflowApi, root: Path, last: date = EMPTY, spark_conn_id: str = "") -> dict[str, str]:
+    """Backfill FIRST..``last`` from ``root`` (through the Spark connection given, else the default); the
+    run id of each day."""
     api.set_paused("enrich_reviews", True)  # only ingestion is under test here
     api.set_paused("ingest_events", False)
     for stale in api.active_backfills("ingest_events"):
         api.wait_backfill(stale["id"], "ingest_events", FIRST, EMPTY, timeout=1800)
-    backfill_id = api.create_backfill("ingest_events", FIRST, last, reprocess="completed", conf={"landing": str(root)})
+    conf = {"landing": str(root), "spark_conn_id": spark_conn_id}
+    backfill_id = api.create_backfill("ingest_events", FIRST, last, reprocess="completed", conf=conf)
     runs = api.wait_backfill(backfill_id, "ingest_events", FIRST, last, timeout=1800)
     days = [FIRST + timedelta(days=i) for i in range((last - FIRST).days + 1)]
     assert [r.logical_date[:10] for r in runs] == [d.isoformat() for d in days]
@@ -149,7 +151,11 @@ def test_task_metrics_account_for_every_line(first_run: dict[str, Any], landing)
 def test_rerun_gives_identical_rows(
     first_run: dict[str, Any], api: AirflowApi, landing, service_settings: Settings
 ) -> None:  # type: ignore[no-untyped-def]
-    run_backfill(api, landing[0], last=LAST)
+    """The rerun takes the other road, spark-submit (the `spark_default` connection, local master): the
+    same job on a classic Spark of its own gives the same rows as the long-lived Connect server."""
+    runs = run_backfill(api, landing[0], last=LAST, spark_conn_id="spark_default")
+    log = api.task_log("ingest_events", runs[LAST.isoformat()], "ingest_landing_files")
+    assert "spark-submit" in log and "Spark Connect" not in log, log[-2000:]
     second = table_state(service_settings)
     for day in (FIRST, LAST):  # the rerun really ran: its metrics are newer
         assert second["metrics"][day.isoformat()]["recorded_at"] > first_run["metrics"][day.isoformat()]["recorded_at"]

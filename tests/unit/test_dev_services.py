@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -99,12 +100,66 @@ def test_tail_returns_last_lines(tmp_path: Path) -> None:
 
 
 def test_select_keeps_start_order_and_rejects_unknown() -> None:
-    assert [s.name for s in services.select(None)] == ["opensearch", "embeddings", "postgres", "airflow"]
+    assert [s.name for s in services.select(None)] == ["opensearch", "embeddings", "spark", "postgres", "airflow"]
     # airflow needs its metadata DB: `up --only airflow` brings postgres up first
     assert [s.name for s in services.select(["airflow", "opensearch"])] == ["opensearch", "postgres", "airflow"]
     assert [s.name for s in services.select(["embeddings"])] == ["embeddings"]
     with pytest.raises(services.ServiceError, match="nope"):
         services.select(["nope"])
+
+
+def test_up_restarts_a_service_whose_code_or_command_changed(settings: Settings) -> None:
+    """The Connect server's Python workers keep the code they imported: a changed fingerprint restarts it."""
+    stamp = {"value": "v1"}
+    svc = services.Service(
+        "sleeper",
+        lambda s: "http://127.0.0.1:1",
+        lambda s: None,
+        lambda s: process.LaunchSpec(argv=("sleep", "60"), env=dict(os.environ), cwd=s.home),
+        lambda s: (False, "never healthy"),
+        5,
+        stop_timeout=5,
+        fingerprint=lambda s: stamp["value"],
+    )
+    for sub in ("run", "logs"):
+        (settings.home / sub).mkdir(parents=True, exist_ok=True)
+    first = services._start(settings, svc)
+    assert first is not None and process.is_alive(first)
+    try:
+        assert services.stale_reason(settings, svc) == ""
+        assert services._start(settings, svc) == first  # same code: the running one is waited for, not replaced
+        stamp["value"] = "v2"
+        assert "changed" in services.stale_reason(settings, svc)
+        second = services._start(settings, svc)
+        assert second is not None and second.pid != first.pid
+        assert not process.is_alive(first) and process.is_alive(second)
+        assert services.stale_reason(settings, svc) == ""
+    finally:
+        for rec in (first, second if "second" in locals() else None):
+            if rec is not None:
+                process.stop(rec, timeout=5)
+
+
+def test_spark_fingerprint_follows_the_code_and_the_command_line(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from placerec.dev import spark
+
+    root = tmp_path / "checkout"
+    library = root / "src" / "placerec" / "ops.py"
+    library.parent.mkdir(parents=True)
+    library.write_text("x = 1\n")
+    (root / "uv.lock").write_text("lock 1\n")
+    monkeypatch.setattr(spark, "PROJECT_ROOT", root)
+    monkeypatch.setattr(spark, "spark_jars", lambda s: [Path("/cache/a.jar")])
+    base = spark.fingerprint(settings)
+    assert spark.fingerprint(settings) == base
+    assert spark.fingerprint(dataclasses.replace(settings, spark_driver_memory="7g")) != base
+    library.write_text("x = 22\n")  # the workers would still run x = 1
+    edited = spark.fingerprint(settings)
+    assert edited != base
+    (root / "uv.lock").write_text("lock 2\n")  # other dependencies
+    assert spark.fingerprint(settings) != edited
 
 
 def test_select_for_down_adds_dependents() -> None:
@@ -204,6 +259,8 @@ def test_airflow_env(settings: Settings) -> None:
     assert env["AIRFLOW__API__HOST"] == "127.0.0.1"
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8080/execution/"
     assert json.loads(env["AIRFLOW_CONN_SPARK_DEFAULT"]) == {"conn_type": "spark", "host": "local[*]"}
+    connect = json.loads(env["AIRFLOW_CONN_SPARK_CONNECT_DEFAULT"])
+    assert connect == {"conn_type": "spark_connect", "host": "sc://127.0.0.1", "port": 15002}
     assert env["PLACEREC_FOO"] == "bar"  # callers' PLACEREC_* pass through
     assert env["PLACEREC_HOME"] == str(settings.home)
     assert env["HOME"] == "/root"

@@ -73,7 +73,12 @@ def airflow_env(settings: Settings | None = None, base: Mapping[str, str] | None
             "AIRFLOW__API__BASE_URL": api,
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": str(DAG_REFRESH_SECONDS),
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
-            # SparkSubmitHook: conn_type "spark" + host without "://" and no port -> --master <host> verbatim
+            # the Spark tasks' default road: the long-lived Spark Connect server of `dev up`
+            "AIRFLOW_CONN_SPARK_CONNECT_DEFAULT": json.dumps(
+                {"conn_type": "spark_connect", "host": "sc://127.0.0.1", "port": settings.spark_connect_port}
+            ),
+            # the spark-submit road (spark_conn_id=spark_default); SparkSubmitHook: conn_type "spark" + host
+            # without "://" and no port -> --master <host> verbatim
             "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": settings.spark_master}),
             "PLACEREC_HOME": str(settings.home),
         }

@@ -19,9 +19,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from placerec.dev import process
-from placerec.dev.artifacts import MavenArtifact, fetch
 from placerec.dev.httpjson import ProbeError, request_json
 from placerec.dev.process import LaunchSpec
+from placerec.maven import MavenArtifact, fetch
 from placerec.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from placerec.dev import airflow, embeddings, opensearch, postgres
+from placerec.dev import airflow, embeddings, opensearch, postgres, spark
 from placerec.dev.httpjson import port_in_use
 from placerec.dev.process import (
     LaunchSpec,
@@ -64,6 +64,8 @@ class Service:
     """Services that must be healthy before this one starts (``up`` brings them up too)."""
     bootstrap: Callable[[Settings], tuple[bool, str]] | None = None
     """Idempotent setup that needs the started process (e.g. roles); polled until it returns True."""
+    fingerprint: Callable[[Settings], str] | None = None
+    """What a running instance must match (command line, code it loaded); ``up`` restarts it otherwise."""
 
 
 SERVICES: tuple[Service, ...] = (
@@ -71,6 +73,15 @@ SERVICES: tuple[Service, ...] = (
         "opensearch", lambda s: s.opensearch_url, opensearch.install, opensearch.launch_spec, opensearch.probe, 180
     ),
     Service("embeddings", lambda s: s.embeddings_url, embeddings.install, embeddings.launch_spec, embeddings.probe, 60),
+    Service(
+        "spark",
+        spark.url,
+        spark.install,
+        spark.launch_spec,
+        spark.probe,
+        120,
+        fingerprint=spark.fingerprint,
+    ),
     Service(
         "postgres",
         postgres.url,
@@ -127,6 +138,20 @@ def pid_file(settings: Settings, name: str) -> Path:
     return settings.home / "run" / f"{name}.pid"
 
 
+def fingerprint_file(settings: Settings, name: str) -> Path:
+    """What the running instance of ``name`` was started with (see ``Service.fingerprint``)."""
+    return settings.home / "run" / f"{name}.fingerprint"
+
+
+def stale_reason(settings: Settings, svc: Service) -> str:
+    """Why a running instance of ``svc`` no longer matches what ``up`` would start ("" when it does)."""
+    if svc.fingerprint is None:
+        return ""
+    path = fingerprint_file(settings, svc.name)
+    started = path.read_text().strip() if path.is_file() else ""
+    return "" if started == svc.fingerprint(settings) else "code or settings changed since it started"
+
+
 def log_file(settings: Settings, name: str) -> Path:
     """Where the stdout/stderr of service ``name`` go."""
     return settings.home / "logs" / f"{name}.log"
@@ -158,6 +183,11 @@ def _running(settings: Settings, svc: Service) -> PidRecord | None:
 def _start(settings: Settings, svc: Service) -> PidRecord | None:
     """Start ``svc`` unless it already runs; returns the record of a process to wait for, or None."""
     rec = _running(settings, svc)
+    if rec is not None and (why := stale_reason(settings, svc)):
+        log.info("restarting %s (pid %d): %s", svc.name, rec.pid, why)
+        stop(rec, timeout=svc.stop_timeout, first_signal=svc.stop_signal)
+        pid_file(settings, svc.name).unlink(missing_ok=True)
+        rec = None
     healthy, _ = svc.probe(settings)
     if rec is not None:
         if healthy:
@@ -176,6 +206,8 @@ def _start(settings: Settings, svc: Service) -> PidRecord | None:
     logf = log_file(settings, svc.name)
     rec = spawn(spec.argv, env=spec.env, log_path=logf, cwd=spec.cwd, user=spec.user)
     write_pid_file(pid_file(settings, svc.name), rec)
+    if svc.fingerprint is not None:
+        fingerprint_file(settings, svc.name).write_text(svc.fingerprint(settings) + "\n")
     log.info("started %s (pid %d), log %s", svc.name, rec.pid, logf)
     return rec
 
@@ -282,6 +314,8 @@ def status() -> list[ServiceStatus]:
         rec = _running(settings, svc)
         if rec is not None:
             detail += f" [pid {rec.pid}, rss {rss_bytes(rec) / 2**20:.0f} MiB]"
+            if why := stale_reason(settings, svc):
+                detail += f" ({why}: `placerec dev up` restarts it)"
         elif healthy:
             detail += " [not started by placerec]"
         rows.append(ServiceStatus(svc.name, svc.url(settings), healthy, detail))

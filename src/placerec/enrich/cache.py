@@ -101,14 +101,26 @@ Worker = Callable[[list[tuple[str, str]], dict[str, Any]], tuple[list[Outcome], 
 """Runs in a Spark Python worker: (hash, text) items and the chunk's budget share → outcomes and usage."""
 
 
-def _run_partition(worker: Worker, share: dict[str, Any], rows: Iterable[tuple[str, str]]) -> Iterator[tuple[Any, ...]]:
-    items = list(rows)
+_OUTCOME_SCHEMA = (
+    "content_hash string, result string, reason string, tokens_in long, tokens_out long, attempted boolean"
+)
+
+
+def _run_partition(worker: Worker, share: dict[str, Any], batches: Iterable[Any]) -> Iterator[Any]:
+    """``mapInArrow`` body: the partition's ``(content_hash, text)`` items through ``worker``, as one batch
+    of outcomes plus a last row carrying the worker's usage."""
+    import pyarrow as pa
+
+    items = [item for batch in batches for item in zip(*(c.to_pylist() for c in batch.columns), strict=True)]
     if not items:
         return
     outcomes, usage = worker(items, share)
-    for o in outcomes:
-        yield (o.content_hash, o.result, o.transient_reason, o.tokens_in, o.tokens_out, o.attempted)
-    yield (USAGE_MARK, json.dumps(usage), None, 0, 0, False)
+    rows = [(o.content_hash, o.result, o.transient_reason, o.tokens_in, o.tokens_out, o.attempted) for o in outcomes]
+    rows.append((USAGE_MARK, json.dumps(usage), None, 0, 0, False))
+    names = ("content_hash", "result", "reason", "tokens_in", "tokens_out", "attempted")
+    types = (pa.string(), pa.string(), pa.string(), pa.int64(), pa.int64(), pa.bool_())
+    columns = [pa.array(list(col), t) for col, t in zip(zip(*rows, strict=True), types, strict=True)]
+    yield pa.RecordBatch.from_arrays(columns, names=list(names))
 
 
 def call_misses(
@@ -130,7 +142,6 @@ def call_misses(
     """
     stats = CallStats()
     began = time.monotonic()
-    sc = spark.sparkContext
     for offset in range(0, len(items), chunk_size):
         chunk = items[offset : offset + chunk_size]
         share = budget_share(stats)
@@ -140,7 +151,8 @@ def call_misses(
                 stats.transient[content_hash] = "budget_exhausted: the run's budget was spent before this review"
             break
         n_parts = max(1, min(partitions, len(chunk)))
-        rows = sc.parallelize(chunk, n_parts).mapPartitions(functools.partial(_run_partition, worker, share)).collect()
+        frame = spark.createDataFrame(chunk, "content_hash string, text string").repartition(n_parts)
+        rows = frame.mapInArrow(functools.partial(_run_partition, worker, share), _OUTCOME_SCHEMA).collect()
         stats.chunks += 1
         fresh = []
         for content_hash, result, reason, t_in, t_out, attempted in rows:

@@ -280,8 +280,7 @@ def run_extract_review_keywords(
     """
     from pyspark.sql import functions as F
 
-    from placerec.catalog import get_catalog
-    from placerec.tables import ensure_tables
+    from placerec.catalog import ensure_tables_once
 
     if start.tzinfo is None or end.tzinfo is None or not start < end:
         raise ValueError(f"interval must be aware and non-empty: [{start}, {end})")
@@ -289,7 +288,7 @@ def run_extract_review_keywords(
     spec = spec or resolve_extractor(settings=s)
     prices = PriceTable.from_spec(s.llm_prices)
     began = time.monotonic()
-    ensure_tables(get_catalog())
+    ensure_tables_once()
     run = KeywordRun(start, end, spec.identity, dry_run=dry_run)
 
     reviews = (

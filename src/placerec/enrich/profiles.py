@@ -122,12 +122,11 @@ def run_build_place_profiles(
     """Rebuild ``features.place_profiles`` as of ``end``; returns what it did (also in ``ops.task_metrics``)."""
     from pyspark.sql import functions as F
 
-    from placerec.catalog import get_catalog
-    from placerec.tables import ensure_tables
+    from placerec.catalog import ensure_tables_once
 
     s = settings or get_settings()
     began = time.monotonic()
-    ensure_tables(get_catalog())
+    ensure_tables_once()
     built_for = as_of(end)
     details: dict[str, Any] = {"built_for": str(built_for), "embedding_model": s.embeddings_model}
 
@@ -216,13 +215,12 @@ def run_extract_search_interests(
     """Rebuild the ``search`` rows of ``features.user_interests`` as of ``end``."""
     from pyspark.sql import functions as F
 
-    from placerec.catalog import get_catalog
-    from placerec.tables import ensure_tables
+    from placerec.catalog import ensure_tables_once
 
     s = settings or get_settings()
     spec = spec or resolve_extractor(settings=s)
     began = time.monotonic()
-    ensure_tables(get_catalog())
+    ensure_tables_once()
     built_for = as_of(end)
     details: dict[str, Any] = {"built_for": str(built_for), **spec.identity, "window_days": s.interest_window_days}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -87,6 +88,113 @@ def landing_files(root: Path, feed: str, start: datetime, end: datetime) -> list
     return found
 
 
+# A landing file is read by Spark's text source, a line at a time: a file of any size streams
+# through, and a large one is split between tasks. Each split's lines are counted where they are
+# read; a file's line numbers add the lines of its earlier splits (``_number_lines``).
+_SPLIT_COLUMNS = ("source_file", "_block", "_index")
+_GLOB_CHARS = frozenset("\\*?[]{}")
+_BATCH_ROWS = 4096
+
+
+def _spark_path(path: Path) -> str:
+    """A file's path for Spark's file sources: absolute, glob characters escaped (read literally)."""
+    return "".join("\\" + c if c in _GLOB_CHARS else c for c in str(path.resolve()))
+
+
+def _text_lines(spark: SparkSession, files: list[Path]) -> DataFrame:
+    """Every physical line of ``files`` as ``(_path, _block, value)``: ``value`` the raw bytes, ``_block``
+    the offset in its file where the line's split starts."""
+    from pyspark.sql import functions as F
+
+    return (
+        spark.read.option("lineSep", "\n")
+        .text([_spark_path(p) for p in files])
+        .select(
+            F.col("_metadata.file_path").alias("_path"),
+            F.col("_metadata.file_block_start").alias("_block"),
+            F.col("value").cast("binary").alias("value"),
+        )
+    )
+
+
+def _relative(root: str, file_url: str) -> str:
+    path = unquote(urlparse(file_url).path)
+    return path[len(root) + 1 :] if path.startswith(root + "/") else path
+
+
+def _split_lines(root: str, batches: Iterable[Any]) -> Iterator[tuple[str, int, int, bytes]]:
+    """``(source_file, split offset, 1-based index in the split, line bytes without a final CR)``, in order."""
+    key: tuple[str, int] | None = None
+    index, rel = 0, ""
+    for batch in batches:
+        paths, blocks, values = (batch.column(i).to_pylist() for i in range(3))
+        for path, block, value in zip(paths, blocks, values, strict=True):
+            if (path, block) != key:
+                key, index, rel = (path, block), 0, _relative(root, path)
+            index += 1
+            yield rel, block, index, value.removesuffix(b"\r")
+
+
+def _number_lines(split_rows: DataFrame) -> DataFrame:
+    """Replace ``(_block, _index)`` by ``source_line``, the 1-based line number within the file."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    per_split = split_rows.groupBy("source_file", "_block").agg(F.count(F.lit(1)).alias("_n"))
+    earlier = Window.partitionBy("source_file").orderBy("_block").rowsBetween(Window.unboundedPreceding, -1)
+    offsets = per_split.select("source_file", "_block", F.coalesce(F.sum("_n").over(earlier), F.lit(0)).alias("_off"))
+    rest = [c for c in split_rows.columns if c not in _SPLIT_COLUMNS]
+    return split_rows.join(F.broadcast(offsets), ["source_file", "_block"]).select(
+        "source_file", (F.col("_off") + F.col("_index")).cast("long").alias("source_line"), *rest
+    )
+
+
+def _split_schema(schema: StructType) -> StructType:
+    """``schema`` (which starts with source_file, source_line) with the split's ``(_block, _index)`` instead."""
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    rest = [f for f in schema.fields if f.name not in ("source_file", "source_line")]
+    return StructType(
+        [schema["source_file"], StructField("_block", LongType()), StructField("_index", LongType()), *rest]
+    )
+
+
+def _map_lines(
+    spark: SparkSession, root: Path, files: list[Path], schema: StructType, row: Callable[[bytes], tuple[Any, ...]]
+) -> DataFrame:
+    """``(source_file, source_line, *row(line bytes))`` for every line of ``files``, computed in Spark's
+    Python workers (``mapInArrow``) and materialised once (a local checkpoint)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    if not files:
+        return spark.createDataFrame([], schema)
+    split_schema = _split_schema(schema)
+    arrow_schema = to_arrow_schema(split_schema)
+    root_str = str(root.resolve())
+
+    def to_batch(rows: list[tuple[Any, ...]]) -> Any:
+        import pyarrow as pa
+
+        columns = [pa.array(list(c), f.type) for c, f in zip(zip(*rows, strict=True), arrow_schema, strict=True)]
+        return pa.RecordBatch.from_arrays(columns, schema=arrow_schema)
+
+    def batches(source: Iterable[Any]) -> Iterator[Any]:
+        rows: list[tuple[Any, ...]] = []
+        for rel, block, index, value in _split_lines(root_str, source):
+            rows.append((rel, block, index, *row(value)))
+            if len(rows) == _BATCH_ROWS:
+                yield to_batch(rows)
+                rows = []
+        if rows:
+            yield to_batch(rows)
+
+    return _number_lines(_text_lines(spark, files).mapInArrow(batches, split_schema).localCheckpoint())
+
+
+def _decode(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
+
+
 def _line_schema() -> StructType:
     from pyspark.sql.types import LongType, StringType, StructField, StructType
 
@@ -101,21 +209,7 @@ def _line_schema() -> StructType:
 
 def read_lines(spark: SparkSession, root: Path, files: list[Path]) -> DataFrame:
     """One row per physical line: (source_file relative to ``root``, 1-based source_line, value)."""
-    if not files:
-        return spark.createDataFrame([], _line_schema())
-    root_str = str(root.resolve())
-
-    def split(kv: tuple[str, str]) -> list[tuple[str, int, str]]:
-        path = unquote(urlparse(kv[0]).path)
-        rel = path[len(root_str) + 1 :] if path.startswith(root_str + "/") else path
-        lines = kv[1].split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()  # the final newline ends the last record; it does not start another
-        return [(rel, i, text.removesuffix("\r")) for i, text in enumerate(lines, start=1)]
-
-    paths = ",".join(str(p.resolve()) for p in files)
-    rdd = spark.sparkContext.wholeTextFiles(paths, minPartitions=max(1, min(len(files), 8))).flatMap(split)
-    return spark.createDataFrame(rdd, _line_schema())
+    return _map_lines(spark, root, files, _line_schema(), lambda value: (_decode(value),))
 
 
 def _feed_schema(feed: str) -> StructType:
@@ -152,24 +246,17 @@ def _feed_schema(feed: str) -> StructType:
     )
 
 
-def parse(lines: DataFrame, feed: str, start: datetime, end: datetime) -> DataFrame:
-    """Validate every line; valid rows carry the feed's columns, rejected rows a reason and detail."""
+def parse(spark: SparkSession, root: Path, files: list[Path], feed: str, start: datetime, end: datetime) -> DataFrame:
+    """Validate every line of ``files``; valid rows carry the feed's columns, rejected rows a reason and detail."""
     width = len(COLUMNS[feed])
 
-    def check(row: Any) -> tuple[Any, ...]:
-        verdict = validate_line(feed, row.value, start, end)
+    def check(value: bytes) -> tuple[Any, ...]:
+        line = _decode(value)
+        verdict = validate_line(feed, line, start, end)
         values = verdict.values if verdict.values is not None else (None,) * width
-        return (
-            row.source_file,
-            row.source_line,
-            *values,
-            verdict.reason,
-            verdict.detail,
-            row.value[:QUARANTINE_RECORD_CHARS],
-            len(row.value.encode("utf-8", "replace")),
-        )
+        return (*values, verdict.reason, verdict.detail, line[:QUARANTINE_RECORD_CHARS], len(value))
 
-    return lines.sparkSession.createDataFrame(lines.rdd.map(check), _feed_schema(feed))
+    return _map_lines(spark, root, files, _feed_schema(feed), check)
 
 
 def split_rejected(parsed: DataFrame) -> tuple[DataFrame, DataFrame]:
@@ -258,7 +345,8 @@ def load_events(
     # Rows arrive clustered by day so each task writes one day's file at a time: with many days
     # (a history import) an open Parquet writer per day would exhaust the heap.
     out = retained.unionByName(fresh)
-    out = out.repartitionByRange(max(1, out.rdd.getNumPartitions()), "event_ts").sortWithinPartitions("event_ts")
+    width = int(spark.conf.get("spark.sql.shuffle.partitions") or 4)
+    out = out.repartitionByRange(width, "event_ts").sortWithinPartitions("event_ts")
     out.writeTo("raw.events").overwrite(interval_filter("event_ts", start, end))
     return written, already
 
@@ -320,13 +408,12 @@ def run_ingest(
     job: str = JOB,
 ) -> IngestResult:
     """Ingest every feed's landing files for ``[start, end)``; see the module docstring."""
-    from placerec.catalog import get_catalog
-    from placerec.tables import ensure_tables
+    from placerec.catalog import ensure_tables_once
 
     if start.tzinfo is None or end.tzinfo is None or not start < end:
         raise ValueError(f"interval must be aware and non-empty: [{start}, {end})")
     began = time.monotonic()
-    ensure_tables(get_catalog())
+    ensure_tables_once()
     result = IngestResult(start, end)
     files = {feed: landing_files(landing, feed, start, end) for feed in FEEDS}
     result.files = {feed: len(f) for feed, f in files.items()}
@@ -341,7 +428,7 @@ def run_ingest(
     quarantine_parts = []
     for feed in FEEDS:
         rel_files = [str(p.resolve().relative_to(landing.resolve())) for p in files[feed]]
-        parsed = parse(read_lines(spark, landing, files[feed]), feed, start, end).localCheckpoint()
+        parsed = parse(spark, landing, files[feed], feed, start, end)
         result.read[feed] = parsed.count()
         valid, rejected = split_rejected(parsed)
         unique, dupes = dedupe(valid, ID_FIELD[feed])

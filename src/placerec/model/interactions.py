@@ -102,12 +102,11 @@ def run_build_interactions(
     """Replace ``features.interactions`` for ``built_for`` = the interval's last day; returns what it did."""
     from pyspark.sql import functions as F
 
-    from placerec.catalog import get_catalog
-    from placerec.tables import ensure_tables
+    from placerec.catalog import ensure_tables_once
 
     s = settings or get_settings()
     began = time.monotonic()
-    ensure_tables(get_catalog())
+    ensure_tables_once()
     built_for = as_of(end)
     snaps = snapshot_ids(["raw.events"])
     events = read_at(spark, "raw.events", snaps)

@@ -467,9 +467,8 @@ def run_train_hybrid(
     """Fit, evaluate, gate and write one model version for the interval ending at ``end``."""
     import pyarrow as pa
 
-    from placerec.catalog import get_catalog
+    from placerec.catalog import ensure_tables_once
     from placerec.model.report import write_report
-    from placerec.tables import ensure_tables
 
     s = settings or get_settings()
     unknown = set(methods) - set(METHODS)
@@ -477,7 +476,7 @@ def run_train_hybrid(
         raise ValueError(f"methods must include hybrid and come from {', '.join(METHODS)}; got {sorted(methods)}")
     check_content_mass(s.train_content_mass)  # before minutes of splits, not in the scorer after them
     began = time.monotonic()
-    ensure_tables(get_catalog())
+    ensure_tables_once()
     span = timedelta(days=s.train_test_days)
     test_cut, val_cut = end - span, end - 2 * span
     trainer = Trainer(spark, end, s)

@@ -20,6 +20,7 @@ A rerun for inputs the live version was already built from does nothing unless f
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -286,6 +287,18 @@ def bulk_partition(rows: Iterable[Any], index: str, s: Settings) -> Iterator[tup
     )
 
 
+def _bulk_batches(index: str, s: Settings, batches: Iterable[Any]) -> Iterator[Any]:
+    """``mapInArrow`` body: :func:`bulk_partition` over the partition's ``(_id, _source)`` rows."""
+    import pyarrow as pa
+
+    rows = (pair for b in batches for pair in zip(b.column(0).to_pylist(), b.column(1).to_pylist(), strict=True))
+    for ok, failed, errors in bulk_partition(rows, index, s):
+        yield pa.RecordBatch.from_pydict(
+            {"ok": [ok], "failed": [failed], "errors": [errors]},
+            schema=pa.schema([("ok", pa.int64()), ("failed", pa.int64()), ("errors", pa.list_(pa.string()))]),
+        )
+
+
 def _short_error(info: Any) -> str:
     try:
         ((op, body),) = info.items()
@@ -301,7 +314,8 @@ def load(docs: DataFrame, index: str, s: Settings) -> LoadResult:
     The job hands it ``publish_partitions`` cached partitions: the shuffle happens once, on the rows,
     before encoding (not on the JSON) and before this is timed."""
     began = time.monotonic()
-    counts = docs.rdd.mapPartitions(lambda rows: bulk_partition(rows, index, s)).collect()
+    loaded = docs.mapInArrow(functools.partial(_bulk_batches, index, s), "ok long, failed long, errors array<string>")
+    counts = loaded.collect()
     result = LoadResult(seconds=time.monotonic() - began)
     for ok, failed, errors in counts:
         result.ok += ok
@@ -564,13 +578,12 @@ def run_publish_index(
     settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Build, validate and (unless ``dry_run``) swap in one version of every index family."""
-    from placerec.catalog import get_catalog
+    from placerec.catalog import ensure_tables_once
     from placerec.ops import record_job_metrics
-    from placerec.tables import ensure_tables
 
     s = settings or get_settings()
     began = time.monotonic()
-    ensure_tables(get_catalog())
+    ensure_tables_once()
     model_version, trained_for = promoted_model(spark, model_version)
     sources = source_frames(spark, model_version, trained_for, s)
     client = opensearch_client(s)
