@@ -143,9 +143,7 @@ def main() -> None:
             api.set_paused(DAG, was_paused)
 
     median = {name: round(statistics.median(x["seconds"] for x in found), 3) for name, found in runs.items()}
-    ratio = {
-        via: round(median[f"{via}_connect"] / median[f"{via}_spark_submit"], 3) for via in ("airflow", "cli")
-    }
+    ratio = {via: round(median[f"{via}_connect"] / median[f"{via}_spark_submit"], 3) for via in ("airflow", "cli")}
     result = {
         "name": NAME,
         "figure": median["airflow_connect"],
