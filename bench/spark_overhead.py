@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -85,15 +85,15 @@ def _timed(argv: list[str]) -> dict[str, Any]:
 
 def airflow_run(api: Any, day: date, landing: Path, conn_id: str) -> dict[str, Any]:
     """One manual ingest_events run for ``day``'s interval; the task's recorded duration and the run's wall."""
-    logical = datetime(day.year, day.month, day.day) + timedelta(days=1)  # its interval is [day, day + 1)
-    run_id = f"bench_{NAME}_{conn_id or 'default'}_{day.isoformat()}_{int(time.time())}"
-    body = {
-        "dag_run_id": run_id,
-        "logical_date": logical.isoformat() + "Z",
-        "conf": {"landing": str(landing), "spark_conn_id": conn_id},
-    }
+    logical = datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1)  # [day, day + 1)
+    api.delete_runs_at(DAG, logical)  # an earlier run of this benchmark took the day
     began = time.monotonic()
-    api._call(f"/dags/{DAG}/dagRuns", method="POST", body=body)
+    run_id = api.trigger(
+        DAG,
+        {"landing": str(landing), "spark_conn_id": conn_id},
+        logical_date=logical,
+        run_id=f"bench_{NAME}_{conn_id or 'default'}_{day.isoformat()}_{int(time.time())}",
+    )
     state = api.wait_run(DAG, run_id, timeout=900)
     wall = time.monotonic() - began
     if state != "success":
@@ -113,7 +113,7 @@ def main() -> None:
 
     api = AirflowApi(get_settings())
     api.wait_for_dag(DAG)
-    was_paused = bool(api._call(f"/dags/{DAG}")["is_paused"])
+    was_paused = api.is_paused(DAG)
     roads = {
         "cli_connect": lambda d, land: cli_connect(d, land),
         "cli_spark_submit": lambda d, land: cli_spark_submit(d, land),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,16 +17,35 @@ NSMC_DIR = PROJECT_ROOT.parent / "shared" / "data" / "nsmc"
 SERVICE_HOME = Path(os.environ.get("PLACEREC_HOME", PROJECT_ROOT / ".local")).resolve()
 
 
+def library_spark() -> str:
+    """Where library tests run Spark: the `dev up` Spark Connect server when it runs this very code
+    (the jobs' own road: UDFs in the server's workers, with the server's environment), else pyspark's
+    in-process Connect server (``local``: no service needed, ``make test-unit``)."""
+    from placerec.dev import services
+    from placerec.spark import SparkUnavailable, check_reachable
+
+    settings = get_settings()
+    spark_service = next(s for s in services.SERVICES if s.name == "spark")
+    try:
+        check_reachable(settings.spark_connect_url, timeout=1)
+    except SparkUnavailable:
+        return "local"
+    dev = dataclasses.replace(settings, home=SERVICE_HOME)
+    if why := services.stale_reason(dev, spark_service):
+        print(f"\nlibrary tests run an in-process Spark: the Spark Connect server's {why} (`placerec dev up`)")
+        return "local"
+    return ""
+
+
 @pytest.fixture(scope="session")
 def unit_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A private PLACEREC_HOME (catalog, warehouse) sharing the real download cache; Spark in-process."""
     home = tmp_path_factory.mktemp("placerec-home")
     (SERVICE_HOME / "cache").mkdir(parents=True, exist_ok=True)
     (home / "cache").symlink_to(SERVICE_HOME / "cache", target_is_directory=True)
-    # library tests run Spark in-process (pyspark's own Connect server), never on the `dev up` one
     saved = {key: os.environ.get(key) for key in ("PLACEREC_HOME", "PLACEREC_SPARK_REMOTE")}
     os.environ["PLACEREC_HOME"] = str(home)
-    os.environ["PLACEREC_SPARK_REMOTE"] = "local"
+    os.environ["PLACEREC_SPARK_REMOTE"] = library_spark()
     get_settings.cache_clear()
     yield home
     for key, value in saved.items():

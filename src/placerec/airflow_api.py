@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from placerec.dev.httpjson import ProbeError, request_json
 from placerec.settings import Settings, get_settings
@@ -194,10 +194,33 @@ class AirflowApi:
                 raise AirflowError(f"{dag_id} not finished after {timeout:.0f}s: {report}")
             time.sleep(5)
 
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        """A manual run now (no logical date); returns its run id."""
-        body = {"logical_date": None, "conf": conf or {}}
+    def trigger(
+        self,
+        dag_id: str,
+        conf: dict[str, Any] | None = None,
+        *,
+        logical_date: datetime | None = None,
+        run_id: str | None = None,
+    ) -> str:
+        """A manual run (now, without a logical date, unless one is given); returns its run id.
+
+        A data-interval DAG's manual run at logical date ``L`` covers the interval that ends at ``L``.
+        """
+        body: dict[str, Any] = {"logical_date": logical_date.isoformat() if logical_date else None, "conf": conf or {}}
+        if run_id:
+            body["dag_run_id"] = run_id
         return str(self._call(f"/dags/{dag_id}/dagRuns", method="POST", body=body)["dag_run_id"])
+
+    def delete_runs_at(self, dag_id: str, logical_date: datetime) -> int:
+        """Delete the runs of ``dag_id`` at ``logical_date`` (so a new run may take it); returns how many."""
+        query = urlencode({"logical_date_gte": logical_date.isoformat(), "logical_date_lte": logical_date.isoformat()})
+        runs = self._call(f"/dags/{dag_id}/dagRuns?{query}")["dag_runs"]
+        for run in runs:
+            self._call(f"/dags/{dag_id}/dagRuns/{quote(run['dag_run_id'], safe='')}", method="DELETE")
+        return len(runs)
+
+    def is_paused(self, dag_id: str) -> bool:
+        return bool(self._call(f"/dags/{dag_id}")["is_paused"])
 
     def wait_run(
         self, dag_id: str, run_id: str, timeout: float = 1800.0, progress: Callable[[str], None] | None = None

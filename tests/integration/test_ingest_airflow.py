@@ -151,11 +151,7 @@ def test_task_metrics_account_for_every_line(first_run: dict[str, Any], landing)
 def test_rerun_gives_identical_rows(
     first_run: dict[str, Any], api: AirflowApi, landing, service_settings: Settings
 ) -> None:  # type: ignore[no-untyped-def]
-    """The rerun takes the other road, spark-submit (the `spark_default` connection, local master): the
-    same job on a classic Spark of its own gives the same rows as the long-lived Connect server."""
-    runs = run_backfill(api, landing[0], last=LAST, spark_conn_id="spark_default")
-    log = api.task_log("ingest_events", runs[LAST.isoformat()], "ingest_landing_files")
-    assert "spark-submit" in log and "Spark Connect" not in log, log[-2000:]
+    run_backfill(api, landing[0], last=LAST)
     second = table_state(service_settings)
     for day in (FIRST, LAST):  # the rerun really ran: its metrics are newer
         assert second["metrics"][day.isoformat()]["recorded_at"] > first_run["metrics"][day.isoformat()]["recorded_at"]
@@ -182,6 +178,24 @@ def test_only_days_with_landing_files_announce_the_raw_assets(first_run: dict[st
     }
     assert {runs[FIRST.isoformat()], runs[LAST.isoformat()]} <= announced
     assert runs[EMPTY.isoformat()] not in announced
+
+
+def test_the_spark_submit_road_is_one_param_away(first_run: dict[str, Any], api: AirflowApi) -> None:
+    """`spark_conn_id=spark_default`: the same task through spark-submit (local master), not the Connect server."""
+    logical = datetime(EMPTY.year, EMPTY.month, EMPTY.day, tzinfo=timezone.utc) + timedelta(days=1)
+    api.delete_runs_at("ingest_events", logical)  # this test's own day, from an earlier session
+    run_id = api.trigger(
+        "ingest_events",
+        {"spark_conn_id": "spark_default"},
+        logical_date=logical,
+        run_id=f"spark_submit_road__{datetime.now(timezone.utc):%Y%m%dT%H%M%S}",
+    )
+    assert api.wait_run("ingest_events", run_id, timeout=900) == "success"
+    log = api.task_log("ingest_events", run_id, "ingest_landing_files")
+    assert "Spark-Submit cmd: spark-submit --master local[*]" in log and "through Spark Connect" not in log, log[-3000:]
+    assert f'"interval_start": "{EMPTY.isoformat()}T00:00:00+00:00"' in log  # the job ran, on the empty day
+    states = {t["task_id"]: t["state"] for t in api.task_instances("ingest_events", run_id)}
+    assert states == {"ingest_landing_files": "success", "if_ingested": "success", "announce_raw": "skipped"}
 
 
 def test_placerec_airflow_runs_the_cli_against_the_local_instance() -> None:

@@ -136,9 +136,13 @@ def test_every_review_ends_in_features_or_quarantine_under_faults(spark, unit_ho
         # The same text twice: one call, one outcome for both (keywords, or the same quarantine reason).
         assert per_review.get(ids[0]) == per_review.get(ids[-1]) and q.get(ids[0]) == q.get(ids[-1])
 
-        # The prompt-injection review cannot write into other rows; its own answer fails validation.
+        # The prompt-injection review cannot write into other rows; its own answer fails validation,
+        # unless the server refused its request outright (a random 400 lands on whichever request
+        # arrives at that point: the partitions' arrival order is not fixed).
         injected = ids[texts.index(INJECTION)]
-        assert q.get(injected) == "llm_invalid_output"
+        seen = [r.fault for r in server.records if "HACKED" in json.dumps(r.body, ensure_ascii=False)]
+        assert seen, "the injection review was never sent"
+        assert q.get(injected) == ("llm_request_rejected" if "bad_request" in seen else "llm_invalid_output")
         assert all("HACKED" not in r["keyword"] and "HACKED" not in r["evidence"] for r in rows)
         schema = [f.name for f in spark.table("features.review_keywords").schema.fields]
         assert schema == [c for c, _ in table_def("features.review_keywords").columns]
