@@ -100,8 +100,8 @@ def probe(settings: Settings) -> tuple[bool, str]:
     target = url(settings)
     try:
         check_reachable(target, timeout=1.0)
-    except SparkUnavailable as exc:
-        return False, str(exc).split(":", 1)[0] + " does not answer"
+    except SparkUnavailable:
+        return False, f"nothing listens at {target}"
     try:
         from pyspark.sql import SparkSession
 
