@@ -18,12 +18,15 @@ SERVICE_HOME = Path(os.environ.get("PLACEREC_HOME", PROJECT_ROOT / ".local")).re
 
 
 def library_spark() -> str:
-    """Where library tests run Spark: the `dev up` Spark Connect server when it runs this very code
-    (the jobs' own road: UDFs in the server's workers, with the server's environment), else pyspark's
-    in-process Connect server (``local``: no service needed, ``make test-unit``)."""
+    """Where library tests run Spark, unless PLACEREC_SPARK_REMOTE says: the `dev up` Spark Connect
+    server when it runs this very code (the jobs' own road: UDFs in the server's workers, with the
+    server's environment), else pyspark's in-process Connect server (``local``: no service needed,
+    ``make test-unit``)."""
     from placerec.dev import services
     from placerec.spark import SparkUnavailable, check_reachable
 
+    if "PLACEREC_SPARK_REMOTE" in os.environ:  # chosen explicitly: honoured
+        return os.environ["PLACEREC_SPARK_REMOTE"]
     settings = get_settings()
     spark_service = next(s for s in services.SERVICES if s.name == "spark")
     try:
