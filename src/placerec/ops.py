@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -15,8 +17,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_MERGE_ATTEMPTS = 5
-_CONFLICT_MARKERS = ("CommitFailedException", "ValidationException", "conflicting files", "Missing required files")
+_COMMIT_ATTEMPTS = 10
 
 
 def interval_filter(column: str, start: datetime, end: datetime) -> Column:
@@ -86,46 +87,55 @@ class TaskMetrics:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def record_metrics(spark: SparkSession, m: TaskMetrics) -> None:
-    """Upsert the row for (job, interval_start): the last run of an interval wins."""
-    row = (
-        m.job,
-        m.interval_start,
-        m.interval_end,
-        m.run_id,
-        int(m.rows_read),
-        int(m.rows_written),
-        int(m.rows_quarantined),
-        int(m.calls),
-        int(m.cache_hits),
-        int(m.tokens),
-        float(m.cost),
-        float(round(m.seconds, 3)),
-        json.dumps(m.details, sort_keys=True, default=str),
-        datetime.now(timezone.utc),  # when it was measured, not a data timestamp
-    )
-    schema = spark.table("ops.task_metrics").schema
-    spark.createDataFrame([row], schema).createOrReplaceTempView("incoming_task_metrics")
-    merge = """
-        MERGE INTO ops.task_metrics t USING incoming_task_metrics s
-        ON t.job = s.job AND t.interval_start = s.interval_start
-        WHEN MATCHED THEN UPDATE SET *
-        WHEN NOT MATCHED THEN INSERT *
+def record_metrics(m: TaskMetrics) -> None:
+    """Replace the row for (job, interval_start): the last run of an interval wins.
+
+    One pyiceberg commit (delete the interval's row, append the new one) rather than a Spark MERGE:
+    a single row does not need a cluster, and every job records one (about a second saved each).
+    Runs of one job for other intervals may rewrite the same data file at the same time; the
+    later commit is refused (a conflict, or files it replaces are gone) and made again on the new
+    state, so no run's row is lost.
     """
-    for attempt in range(_MERGE_ATTEMPTS):
+    import pyarrow as pa
+    from pyiceberg.exceptions import CommitFailedException, ValidationException
+
+    from placerec.catalog import get_catalog
+
+    row = {
+        "job": m.job,
+        "interval_start": m.interval_start,
+        "interval_end": m.interval_end,
+        "run_id": m.run_id,
+        "rows_read": int(m.rows_read),
+        "rows_written": int(m.rows_written),
+        "rows_quarantined": int(m.rows_quarantined),
+        "calls": int(m.calls),
+        "cache_hits": int(m.cache_hits),
+        "tokens": int(m.tokens),
+        "cost": float(m.cost),
+        "seconds": float(round(m.seconds, 3)),
+        "details": json.dumps(m.details, sort_keys=True, default=str),
+        "recorded_at": datetime.now(timezone.utc),  # when it was measured, not a data timestamp
+    }
+    if "'" in m.job:
+        raise ValueError(f"job name {m.job!r} may not contain a quote")
+    same_interval = f"job = '{m.job}' AND interval_start = '{m.interval_start.isoformat()}'"
+    catalog = get_catalog()
+    for attempt in range(_COMMIT_ATTEMPTS):
+        table = catalog.load_table("ops.task_metrics")
         try:
-            spark.sql(merge)
+            with warnings.catch_warnings():  # an interval's first run has no row to replace
+                warnings.filterwarnings("ignore", "Delete operation did not match any records", UserWarning)
+                table.overwrite(pa.Table.from_pylist([row], schema=table.schema().as_arrow()), same_interval)
             return
-        except Exception as exc:
-            # Runs of one job for other intervals may rewrite the same small data file at the same
-            # time; Iceberg refuses the later commit. The row is ours alone: merge it again.
-            if attempt + 1 == _MERGE_ATTEMPTS or not any(m in str(exc) for m in _CONFLICT_MARKERS):
+        except (CommitFailedException, ValidationException) as exc:
+            if attempt + 1 == _COMMIT_ATTEMPTS:
                 raise
-            time.sleep(1 + attempt)
+            log.info("ops.task_metrics: another run committed first (%s); recording %s again", exc, m.job)
+            time.sleep(random.uniform(0.1, 0.3) * (1 + attempt))  # noqa: S311 (jitter: writers fall out of step)
 
 
 def record_job_metrics(
-    spark: SparkSession,
     job: str,
     start: datetime,
     end: datetime,
@@ -137,7 +147,7 @@ def record_job_metrics(
     """Record a job's row: its seconds since ``began`` (monotonic) go into ``details`` too; log the details."""
     seconds = time.monotonic() - began
     details["seconds"] = round(seconds, 3)
-    record_metrics(spark, TaskMetrics(job, start, end, run_id, seconds=seconds, details=details, **figures))
+    record_metrics(TaskMetrics(job, start, end, run_id, seconds=seconds, details=details, **figures))
     log.info("%s %s", job, json.dumps(details, default=str, sort_keys=True))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -64,3 +65,54 @@ def test_pyiceberg_writes_spark_reads(spark) -> None:  # type: ignore[no-untyped
     got = spark.sql("SELECT name, district, updated_ts FROM raw.places WHERE place_id = 'py-1'").collect()
     assert [(r.name, r.district) for r in got] == [("망원 베이커리", "망원동")]
     assert got[0].updated_ts.replace(tzinfo=None) == datetime(2026, 11, 1, 3)  # session time zone is UTC
+
+
+def _november(day: int) -> datetime:
+    return datetime(2026, 11, day, tzinfo=timezone.utc)
+
+
+def _rerun_days(job: str, days: list[int], ready: Any) -> None:
+    """One writer process: rerun ``days`` of November, all writers starting at once."""
+    from placerec.catalog import get_catalog
+    from placerec.ops import TaskMetrics, record_metrics
+
+    get_catalog().load_table("ops.task_metrics")  # imports done: the race is in the commits
+    ready.wait()
+    for day in days:
+        record_metrics(TaskMetrics(job, _november(day), _november(day + 1), "rerun", rows_read=100 + day))
+
+
+def test_concurrent_reruns_of_one_job_keep_every_interval_row(spark) -> None:  # type: ignore[no-untyped-def]
+    """A backfill's reruns of one job record their rows at once, into one (compacted) data file:
+    each rewrites it, the later commits are refused and made again; no row is lost or doubled."""
+    import multiprocessing
+
+    from placerec.ops import TaskMetrics, record_metrics
+
+    ensure_tables(get_catalog())
+    job = "metrics_race_test"
+    table = get_catalog().load_table("ops.task_metrics")
+    first = [
+        TaskMetrics(
+            job, datetime(2026, 11, d, tzinfo=timezone.utc), datetime(2026, 11, d + 1, tzinfo=timezone.utc), "1st"
+        )
+        for d in range(1, 19)
+    ]
+    cols = [f.name for f in table.schema().fields]
+    seed = [{c: getattr(m, c, None) for c in cols} | {"details": "{}", "recorded_at": m.interval_start} for m in first]
+    table.append(pa.Table.from_pylist(seed, schema=table.schema().as_arrow()))  # 18 rows, one file
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: nothing shared but the catalog
+    ready = ctx.Barrier(3)
+    writers = [ctx.Process(target=_rerun_days, args=(job, list(range(1 + 6 * i, 7 + 6 * i)), ready)) for i in range(3)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(timeout=300)
+        assert w.exitcode == 0
+    record_metrics(TaskMetrics(job, first[3].interval_start, first[3].interval_end, "again", rows_read=4))
+    rows = spark.table("ops.task_metrics").where(f"job = '{job}'").orderBy("interval_start").collect()
+    assert [r.interval_start.day for r in rows] == list(range(1, 19))
+    assert [(r.run_id, r.rows_read) for r in rows if r.interval_start.day != 4] == [
+        ("rerun", 100 + d) for d in range(1, 19) if d != 4
+    ]
+    assert [(r.run_id, r.rows_read) for r in rows if r.interval_start.day == 4] == [("again", 4)]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from placerec.ingest.job import dedupe, landing_files, read_lines, run_ingest
+from placerec.ingest.job import landing_files, mark_duplicates, read_lines, run_ingest
 
 pytestmark = pytest.mark.unit
 
@@ -55,18 +55,25 @@ def test_read_lines_numbers_lines_per_file(spark, tmp_path: Path) -> None:  # ty
     ]
 
 
-def test_dedupe_keeps_first_by_file_and_line(spark) -> None:  # type: ignore[no-untyped-def]
+def test_duplicates_are_marked_after_the_first_by_file_and_line(spark) -> None:  # type: ignore[no-untyped-def]
     df = spark.createDataFrame(
-        [("f2", 1, "a"), ("f1", 9, "a"), ("f1", 3, "b"), ("f1", 10, "a")],
+        [("f2", 1, "a"), ("f1", 9, "a"), ("f1", 3, "b"), ("f1", 10, "a"), ("f3", 1, "c"), ("f3", 2, "d")],
         "source_file string, source_line long, event_id string",
     )
-    unique, dupes = dedupe(df, "event_id")
-    assert sorted(tuple(r) for r in unique.collect()) == [("f1", 3, "b"), ("f1", 9, "a")]
-    got = sorted((r.source_file, r.source_line, r.reason, r.detail) for r in dupes.collect())
+    # already in the table from other files (twice for c: the first place is named)
+    previous = spark.createDataFrame(
+        [("f0", 7, "c"), ("f0", 2, "c")], "source_file string, source_line long, event_id string"
+    )
+    got = sorted(tuple(r) for r in mark_duplicates(df, "event_id", previous).collect())
     assert got == [
-        ("f1", 10, "duplicate_id", "event_id a first seen at f1:9"),
-        ("f2", 1, "duplicate_id", "event_id a first seen at f1:9"),
+        ("f1", 3, "b", None, None),
+        ("f1", 9, "a", None, None),
+        ("f1", 10, "a", "duplicate_id", "event_id a first seen at f1:9"),
+        ("f2", 1, "a", "duplicate_id", "event_id a first seen at f1:9"),
+        ("f3", 1, "c", "duplicate_id", "event_id c already ingested from f0:2"),
+        ("f3", 2, "d", None, None),
     ]
+    assert len(mark_duplicates(df, "event_id").where("reason IS NULL").collect()) == 4
 
 
 def test_run_ingest_is_idempotent_and_loses_nothing(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -12,9 +12,11 @@ import pytest
 
 from placerec.settings import Settings, get_settings
 from placerec.spark import (
+    SMALL_MACHINE_CONF,
     SparkUnavailable,
     check_reachable,
     connect_server_argv,
+    embedded_conf,
     server_conf,
     session_conf,
     spark_conf,
@@ -43,7 +45,17 @@ def test_connect_server_and_its_sessions_add_up_to_the_classic_configuration(tmp
     # what a classic session (spark-submit, in-process) sets == what the server is started with plus
     # what each Connect session sets for itself
     effective = {k: v for k, v in server.items() if k not in BINDING} | session_conf(s)
-    assert effective == spark_conf(s)
+    assert effective == embedded_conf(s)
+    # on one machine it runs without the costly JIT tier, code generation and adaptive re-planning;
+    # a spark-submit (cluster) session gets none of that, nor does a Spark on a cluster master
+    assert server["spark.driver.extraJavaOptions"] == "-Duser.timezone=UTC -XX:TieredStopAtLevel=1 -Xss16m"
+    assert server["spark.sql.adaptive.enabled"] == "false"
+    assert embedded_conf(s) == spark_conf(s) | SMALL_MACHINE_CONF | {
+        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -XX:TieredStopAtLevel=1 -Xss16m"
+    }
+    assert "spark.sql.adaptive.enabled" not in spark_conf(s)
+    cluster = Settings(home=tmp_path / "home", spark_master="spark://10.0.0.5:7077")
+    assert embedded_conf(cluster) == spark_conf(cluster)
     assert server["spark.connect.grpc.binding.address"] == "127.0.0.1"
     assert server["spark.sql.extensions"] == "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
     assert argv[argv.index("--jars") + 1] == "/cache/iceberg-spark-runtime.jar,/cache/sqlite-jdbc.jar"

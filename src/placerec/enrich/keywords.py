@@ -394,7 +394,6 @@ def run_extract_review_keywords(
 
     run.seconds = time.monotonic() - began
     record_metrics(
-        spark,
         TaskMetrics(
             JOB,
             start,

@@ -34,13 +34,15 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-
-import openai
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
-from openai.types.shared_params import ResponseFormatJSONSchema
+from typing import TYPE_CHECKING
 
 from placerec.enrich.budget import Budget, BudgetExhausted
 from placerec.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # openai takes a second to import: only an extractor that calls an LLM needs it
+    import openai
+    from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+    from openai.types.shared_params import ResponseFormatJSONSchema
 
 log = logging.getLogger(__name__)
 
@@ -429,6 +431,8 @@ class KeywordExtractor:
         )
         key = s.llm_api_key if api_key is None else api_key
         self._secrets = tuple(x for x in {key, f"Bearer {key}"} if key)
+        import openai
+
         self._client = openai.OpenAI(
             api_key=key or _NO_KEY, base_url=self.base_url, timeout=self.timeout_s, max_retries=0
         )
@@ -610,6 +614,8 @@ class KeywordExtractor:
 
     def _send(self, messages: list[ChatCompletionMessageParam]) -> tuple[ChatCompletion | None, _Failure | None]:
         """One HTTP request; openai's exceptions become a ``_Failure`` here and go no further."""
+        import openai
+
         try:
             completion = self._client.chat.completions.create(
                 model=self.model,

@@ -162,7 +162,7 @@ def run_build_place_profiles(
         embedding_calls=int(stats.usage.get("calls", 0)),
         source_snapshots=snaps,
     )
-    record_job_metrics(spark, PROFILES_JOB, start, end, run_id, began, details, rows_written=details["places"])
+    record_job_metrics(PROFILES_JOB, start, end, run_id, began, details, rows_written=details["places"])
     return details
 
 
@@ -302,7 +302,6 @@ def run_extract_search_interests(
         source_snapshots=snaps,
     )
     record_job_metrics(
-        spark,
         INTERESTS_JOB,
         start,
         end,

@@ -259,15 +259,12 @@ def parse(spark: SparkSession, root: Path, files: list[Path], feed: str, start: 
     return _map_lines(spark, root, files, _feed_schema(feed), check)
 
 
-def split_rejected(parsed: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """(valid rows, rejected rows) of a parsed feed."""
-    from pyspark.sql import functions as F
+def mark_duplicates(valid: DataFrame, key: str, previous: DataFrame | None = None) -> DataFrame:
+    """``valid`` with ``reason``/``detail`` set on duplicates, null on the rows to load.
 
-    return parsed.where(F.col("reason").isNull()), parsed.where(F.col("reason").isNotNull())
-
-
-def dedupe(valid: DataFrame, key: str) -> tuple[DataFrame, DataFrame]:
-    """Keep the first occurrence of each ``key`` (by file, line); later ones become ``duplicate_id`` rejects."""
+    The first occurrence of each ``key`` (by file, line) is kept, later ones are ``duplicate_id``;
+    a key of ``previous`` (rows already in the table, from other files) is a ``duplicate_id`` too.
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -277,17 +274,18 @@ def dedupe(valid: DataFrame, key: str) -> tuple[DataFrame, DataFrame]:
         .withColumn("_first_file", F.first("source_file").over(w))
         .withColumn("_first_line", F.first("source_line").over(w))
     )
-    unique = ranked.where("_rank = 1").drop("_rank", "_first_file", "_first_line")
-    dupes = (
-        ranked.where("_rank > 1")
-        .withColumn("reason", F.lit("duplicate_id"))
-        .withColumn(
-            "detail",
-            F.format_string("%s %s first seen at %s:%d", F.lit(key), F.col(key), "_first_file", "_first_line"),
-        )
-        .drop("_rank", "_first_file", "_first_line")
-    )
-    return unique, dupes
+    again = F.format_string("%s %s first seen at %s:%d", F.lit(key), F.col(key), "_first_file", "_first_line")
+    is_dup = F.col("_rank") > 1
+    detail = F.when(is_dup, again)
+    if previous is not None:
+        first = F.min(F.struct("source_file", "source_line")).alias("_prev")
+        seen = previous.groupBy(key).agg(first).select(key, "_prev.source_file", "_prev.source_line")
+        ranked = ranked.join(seen.toDF(key, "_prev_file", "_prev_line"), key, "left")
+        known = F.format_string("%s %s already ingested from %s:%d", F.lit(key), F.col(key), "_prev_file", "_prev_line")
+        detail = detail.when(F.col("_prev_file").isNotNull(), known)
+        is_dup = is_dup | F.col("_prev_file").isNotNull()
+    marked = ranked.withColumn("reason", F.when(is_dup, F.lit("duplicate_id"))).withColumn("detail", detail)
+    return marked.select(valid.columns if "reason" in valid.columns else [*valid.columns, "reason", "detail"])
 
 
 def quarantine_rows(rejected: DataFrame, feed: str, job: str, start: datetime, end: datetime) -> DataFrame:
@@ -312,43 +310,31 @@ def _table_columns(spark: SparkSession, table: str) -> list[str]:
     return [f.name for f in spark.table(table).schema.fields]
 
 
-def _counts_by_reason(df: DataFrame) -> dict[str, int]:
+def _counts_by_reason(df: DataFrame) -> dict[str | None, int]:
+    """Rows of ``df`` per ``reason`` (None: valid rows), one Spark job."""
     return {r["reason"]: int(r["n"]) for r in df.groupBy("reason").count().withColumnRenamed("count", "n").collect()}
 
 
-def load_events(
-    spark: SparkSession, unique: DataFrame, files: list[str], start: datetime, end: datetime
-) -> tuple[int, DataFrame]:
-    """Overwrite the interval of ``raw.events``; rows already there from other files are kept.
-
-    Returns (rows written from this batch, rows rejected as already ingested from another file).
-    """
+def retained_events(spark: SparkSession, files: list[str], start: datetime, end: datetime) -> DataFrame:
+    """Rows of the interval in ``raw.events`` that came from files other than ``files`` (materialised:
+    they are read before the interval is overwritten)."""
     from pyspark.sql import functions as F
 
     cols = _table_columns(spark, "raw.events")
     existing = spark.table("raw.events").where(interval_filter("event_ts", start, end))
     retained = existing.where(~F.col("source_file").isin(files)) if files else existing
-    retained = retained.select(cols).localCheckpoint()
-    previous = retained.select(
-        "event_id", F.col("source_file").alias("_prev_file"), F.col("source_line").alias("_prev_line")
-    )
-    already = (
-        unique.join(previous, "event_id", "inner")
-        .withColumn("reason", F.lit("duplicate_id"))
-        .withColumn(
-            "detail", F.format_string("event_id %s already ingested from %s:%d", "event_id", "_prev_file", "_prev_line")
-        )
-        .drop("_prev_file", "_prev_line")
-    )
-    fresh = unique.join(previous.select("event_id"), "event_id", "left_anti").select(cols).localCheckpoint()
-    written = fresh.count()
+    return retained.select(cols).localCheckpoint()
+
+
+def load_events(spark: SparkSession, fresh: DataFrame, retained: DataFrame, start: datetime, end: datetime) -> None:
+    """Overwrite the interval of ``raw.events`` with ``retained`` rows plus this batch's ``fresh`` ones."""
+    cols = _table_columns(spark, "raw.events")
     # Rows arrive clustered by day so each task writes one day's file at a time: with many days
     # (a history import) an open Parquet writer per day would exhaust the heap.
-    out = retained.unionByName(fresh)
+    out = retained.unionByName(fresh.select(cols))
     width = int(spark.conf.get("spark.sql.shuffle.partitions") or 4)
     out = out.repartitionByRange(width, "event_ts").sortWithinPartitions("event_ts")
     out.writeTo("raw.events").overwrite(interval_filter("event_ts", start, end))
-    return written, already
 
 
 def merge_by_key(
@@ -363,14 +349,20 @@ def merge_by_key(
 
     cols = _table_columns(spark, table)
     content = [c for c in cols if c not in (key, "source_file", "source_line")]
-    src = incoming.select(cols).localCheckpoint()
+    src = incoming.select(cols)
     target = spark.table(table).select([F.col(c).alias(f"_t_{c}") for c in cols])
     joined = src.join(target, src[key] == target[f"_t_{key}"], "left")
     changed_cond = " OR ".join(f"NOT (s.{c} <=> t.{c})" for c in content)
     changed_df = " OR ".join(f"NOT ({c} <=> _t_{c})" for c in content)
     newer_df = f" AND (_t_{newer} IS NULL OR {newer} >= _t_{newer})" if newer else ""
-    inserted = joined.where(F.col(f"_t_{key}").isNull()).count()
-    updated = joined.where(F.col(f"_t_{key}").isNotNull()).where(f"({changed_df}){newer_df}").count()
+    matched = F.col(f"_t_{key}").isNotNull()
+    counted = joined.agg(
+        F.count(F.lit(1)).alias("total"),
+        F.sum(F.when(~matched, 1).otherwise(0)).alias("inserted"),
+        F.sum(F.when(matched & F.expr(f"({changed_df}){newer_df}"), 1).otherwise(0)).alias("updated"),
+    ).first()
+    assert counted is not None  # a global aggregate has one row
+    total, inserted, updated = int(counted["total"]), int(counted["inserted"] or 0), int(counted["updated"] or 0)
     view = f"incoming_{table.replace('.', '_')}"
     src.createOrReplaceTempView(view)
     newer_sql = f" AND (t.{newer} IS NULL OR s.{newer} >= t.{newer})" if newer else ""
@@ -381,7 +373,6 @@ def merge_by_key(
         WHEN NOT MATCHED THEN INSERT *
         """
     )
-    total = src.count()
     return {"inserted": inserted, "updated": updated, "unchanged": total - inserted - updated}
 
 
@@ -408,6 +399,8 @@ def run_ingest(
     job: str = JOB,
 ) -> IngestResult:
     """Ingest every feed's landing files for ``[start, end)``; see the module docstring."""
+    from pyspark.sql import functions as F
+
     from placerec.catalog import ensure_tables_once
 
     if start.tzinfo is None or end.tzinfo is None or not start < end:
@@ -422,32 +415,35 @@ def run_ingest(
         log.warning("no landing files under %s for [%s, %s); nothing written", landing, start, end)
         result.skipped = True
         result.seconds = time.monotonic() - began
-        record_metrics(spark, _metrics(job, run_id, result))
+        record_metrics(_metrics(job, run_id, result))
         return result
 
     quarantine_parts = []
     for feed in FEEDS:
         rel_files = [str(p.resolve().relative_to(landing.resolve())) for p in files[feed]]
         parsed = parse(spark, landing, files[feed], feed, start, end)
-        result.read[feed] = parsed.count()
-        valid, rejected = split_rejected(parsed)
-        unique, dupes = dedupe(valid, ID_FIELD[feed])
-        rejected_all = rejected.unionByName(dupes)
+        key = ID_FIELD[feed]
+        valid, rejected = parsed.where(F.col("reason").isNull()), parsed.where(F.col("reason").isNotNull())
+        retained = None
         if feed == "events":
-            written, already = load_events(spark, unique, rel_files, start, end)
-            rejected_all = rejected_all.unionByName(already)
-            result.written[feed] = written
+            retained = retained_events(spark, rel_files, start, end)
+        # every line once, with its verdict: materialised, then counted in one job
+        classified = rejected.unionByName(mark_duplicates(valid, key, retained)).localCheckpoint()
+        counts = _counts_by_reason(classified)
+        result.read[feed] = sum(counts.values())
+        result.quarantined[feed] = {str(reason): n for reason, n in counts.items() if reason is not None}
+        fresh = classified.where(F.col("reason").isNull())
+        if feed == "events":
+            assert retained is not None
+            load_events(spark, fresh, retained, start, end)
+            result.written[feed] = counts.get(None, 0)
         else:
-            counts = merge_by_key(
-                spark, FEED_TABLE[feed], ID_FIELD[feed], unique, newer="updated_ts" if feed == "places" else None
-            )
+            merged = merge_by_key(spark, FEED_TABLE[feed], key, fresh, newer="updated_ts" if feed == "places" else None)
             # Every unique valid record is now in the table (new, updated or already identical),
             # so a rerun reports the same figure; the breakdown says what changed.
-            result.written[feed] = sum(counts.values())
-            result.merged[feed] = counts
-        q = quarantine_rows(rejected_all, feed, job, start, end).localCheckpoint()
-        result.quarantined[feed] = _counts_by_reason(q)
-        quarantine_parts.append(q)
+            result.written[feed] = sum(merged.values())
+            result.merged[feed] = merged
+        quarantine_parts.append(quarantine_rows(classified.where(F.col("reason").isNotNull()), feed, job, start, end))
         log.info(
             "%s: %d read, %d written in %.1fs", feed, result.read[feed], result.written[feed], time.monotonic() - began
         )
@@ -456,6 +452,6 @@ def run_ingest(
         all_q = all_q.unionByName(q)
     write_quarantine(all_q, job, start)
     result.seconds = time.monotonic() - began
-    record_metrics(spark, _metrics(job, run_id, result))
+    record_metrics(_metrics(job, run_id, result))
     log.info("ingested %s", json.dumps(result.as_dict(), sort_keys=True))
     return result

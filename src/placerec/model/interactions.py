@@ -133,6 +133,6 @@ def run_build_interactions(
         "source_snapshots": snaps,
     }
     record_job_metrics(
-        spark, JOB, start, end, run_id, began, details, rows_read=details["events"], rows_written=details["rows"]
+        JOB, start, end, run_id, began, details, rows_read=details["events"], rows_written=details["rows"]
     )
     return details

@@ -489,7 +489,7 @@ def run_train_hybrid(
         # Nothing to choose a blend on or to evaluate with (an empty day, or too little history):
         # no model is written and nothing is promoted; the record says why.
         details.update(model_version=None, promoted=False, forced=False, gate=f"skipped: {empty}", table=[])
-        record_job_metrics(spark, JOB, start, end, run_id, began, details)
+        record_job_metrics(JOB, start, end, run_id, began, details)
         log.warning("train_hybrid skipped: %s", empty)
         return details
 
@@ -594,7 +594,6 @@ def run_train_hybrid(
         **trainer.stats,
     )
     record_job_metrics(
-        spark,
         JOB,
         start,
         end,

@@ -593,7 +593,7 @@ def run_publish_index(
     details["orphans_deleted"] = delete_orphans(client, s, live)
     if live and live.endswith("-" + sources.key) and not force and not dry_run:
         details.update(version=live, status="unchanged", reason="the live version was built from these inputs")
-        record_job_metrics(spark, JOB, start, end, run_id, began, details)
+        record_job_metrics(JOB, start, end, run_id, began, details)
         log.info("publish_index: live version %s already built from these inputs (force to rebuild)", live)
         return details
 
@@ -612,7 +612,7 @@ def run_publish_index(
             status = "rejected" if "validation failed" in str(exc) else "failed"
             details.update(status=status, reason=str(exc)[:1000])
             record_versions(version, sources, status, details, s)
-            record_job_metrics(spark, JOB, start, end, run_id, began, details)
+            record_job_metrics(JOB, start, end, run_id, began, details)
             raise exc if isinstance(exc, PublishError) else PublishError(f"build of {version} failed: {exc}") from exc
     finally:
         for frame in docs.values():
@@ -622,7 +622,7 @@ def run_publish_index(
         delete_version(client, version, s)
         details["status"] = "dry-run"
         record_versions(version, sources, "dry-run", details, s, docs=expected)
-        record_job_metrics(spark, JOB, start, end, run_id, began, details, rows_written=0)
+        record_job_metrics(JOB, start, end, run_id, began, details, rows_written=0)
         return details
 
     before = swap_aliases(client, names, s)
@@ -631,7 +631,7 @@ def run_publish_index(
     if live:
         record_versions(live, None, "previous", {"superseded_by": version}, s)
     details["deleted"] = prune(client, s, keep=version)
-    record_job_metrics(spark, JOB, start, end, run_id, began, details, rows_written=sum(expected.values()))
+    record_job_metrics(JOB, start, end, run_id, began, details, rows_written=sum(expected.values()))
     return details
 
 
