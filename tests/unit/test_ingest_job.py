@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from placerec.catalog import get_catalog
 from placerec.ingest.job import landing_files, mark_duplicates, read_lines, run_ingest
 
 pytestmark = pytest.mark.unit
@@ -122,7 +123,11 @@ def test_run_ingest_is_idempotent_and_loses_nothing(spark, tmp_path: Path) -> No
 
     before = snapshot()
     assert before[0] == ["a1", "a2", "a5"]
+    merged_tables = {t: get_catalog().load_table(t).current_snapshot() for t in ("raw.reviews", "raw.places")}
     second = run_ingest(spark, land, D1, D2, run_id="r2")
+    # nothing new or changed: the MERGEd tables get no commit at all
+    assert {t: get_catalog().load_table(t).current_snapshot() for t in merged_tables} == merged_tables
+    assert second.merged["places"] == {"inserted": 0, "updated": 0, "unchanged": 1}
     assert second.as_dict()["quarantined"] == first.as_dict()["quarantined"]
     assert second.written == first.written
     assert snapshot() == before

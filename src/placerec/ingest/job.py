@@ -363,16 +363,17 @@ def merge_by_key(
     ).first()
     assert counted is not None  # a global aggregate has one row
     total, inserted, updated = int(counted["total"]), int(counted["inserted"] or 0), int(counted["updated"] or 0)
-    view = f"incoming_{table.replace('.', '_')}"
-    src.createOrReplaceTempView(view)
-    newer_sql = f" AND (t.{newer} IS NULL OR s.{newer} >= t.{newer})" if newer else ""
-    spark.sql(
-        f"""
-        MERGE INTO {table} t USING {view} s ON t.{key} = s.{key}
-        WHEN MATCHED AND ({changed_cond}){newer_sql} THEN UPDATE SET *
-        WHEN NOT MATCHED THEN INSERT *
-        """
-    )
+    if inserted or updated:  # else the MERGE would change nothing (a rerun): no commit, no rewritten files
+        view = f"incoming_{table.replace('.', '_')}"
+        src.createOrReplaceTempView(view)
+        newer_sql = f" AND (t.{newer} IS NULL OR s.{newer} >= t.{newer})" if newer else ""
+        spark.sql(
+            f"""
+            MERGE INTO {table} t USING {view} s ON t.{key} = s.{key}
+            WHEN MATCHED AND ({changed_cond}){newer_sql} THEN UPDATE SET *
+            WHEN NOT MATCHED THEN INSERT *
+            """
+        )
     return {"inserted": inserted, "updated": updated, "unchanged": total - inserted - updated}
 
 
@@ -420,6 +421,11 @@ def run_ingest(
 
     quarantine_parts = []
     for feed in FEEDS:
+        if not files[feed]:  # nothing delivered for this feed: its table stays as it is
+            result.read[feed], result.written[feed], result.quarantined[feed] = 0, 0, {}
+            if feed != "events":
+                result.merged[feed] = {"inserted": 0, "updated": 0, "unchanged": 0}
+            continue
         rel_files = [str(p.resolve().relative_to(landing.resolve())) for p in files[feed]]
         parsed = parse(spark, landing, files[feed], feed, start, end)
         key = ID_FIELD[feed]
