@@ -205,7 +205,11 @@ class AirflowApi:
         """A manual run (now, without a logical date, unless one is given); returns its run id.
 
         A data-interval DAG's manual run at logical date ``L`` covers the interval that ends at ``L``.
+        Airflow accepts a logical date in the future, then its scheduler never starts the run (it
+        logs "Logical date is in future" every second): refused here instead.
         """
+        if logical_date is not None and logical_date > datetime.now(timezone.utc):
+            raise ValueError(f"logical date {logical_date.isoformat()} is in the future: Airflow would never run it")
         body: dict[str, Any] = {"logical_date": logical_date.isoformat() if logical_date else None, "conf": conf or {}}
         if run_id:
             body["dag_run_id"] = run_id

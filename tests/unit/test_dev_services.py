@@ -388,3 +388,23 @@ def test_postgres_probe_down_when_no_server(settings: Settings) -> None:
     ok, detail = postgres.probe(settings)
     assert not ok
     assert str(postgres.socket_path(settings)) in detail
+
+
+def test_a_run_at_a_future_logical_date_is_refused_before_airflow_hears_of_it(settings: Settings) -> None:
+    """Airflow's API accepts it, then the scheduler never starts the run; the client says so at once
+    (pointed at a port nothing listens on: a request would fail with another error)."""
+    import dataclasses
+    import socket
+    from datetime import datetime, timedelta, timezone
+
+    from placerec.airflow_api import AirflowApi, AirflowError
+
+    with socket.socket() as sock:  # a port bound, then released: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    api = AirflowApi(dataclasses.replace(settings, airflow_port=port))
+    future = datetime.now(timezone.utc) + timedelta(days=1)
+    with pytest.raises(ValueError, match="in the future"):
+        api.trigger("ingest_events", logical_date=future)
+    with pytest.raises(AirflowError):  # a past logical date goes to the (absent) server
+        api.trigger("ingest_events", logical_date=future - timedelta(days=30))
