@@ -79,7 +79,11 @@ def cli_spark_submit(day: date, landing: Path) -> dict[str, Any]:
 def _timed(argv: list[str]) -> dict[str, Any]:
     # spark-submit finds its Spark home with the `python3` on PATH: this venv's, as in an activated shell
     venv_bin = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}", "PYSPARK_PYTHON": sys.executable}
+    env = {
+        **os.environ,
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYSPARK_PYTHON": sys.executable,
+    }
     began = time.monotonic()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env)
     seconds = time.monotonic() - began
