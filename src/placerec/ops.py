@@ -101,6 +101,8 @@ def record_metrics(m: TaskMetrics) -> None:
 
     from placerec.catalog import get_catalog
 
+    if "'" in m.job:
+        raise ValueError(f"job name {m.job!r} may not contain a quote")
     row = {
         "job": m.job,
         "interval_start": m.interval_start,
@@ -117,8 +119,6 @@ def record_metrics(m: TaskMetrics) -> None:
         "details": json.dumps(m.details, sort_keys=True, default=str),
         "recorded_at": datetime.now(timezone.utc),  # when it was measured, not a data timestamp
     }
-    if "'" in m.job:
-        raise ValueError(f"job name {m.job!r} may not contain a quote")
     same_interval = f"job = '{m.job}' AND interval_start = '{m.interval_start.isoformat()}'"
     catalog = get_catalog()
     for attempt in range(_COMMIT_ATTEMPTS):

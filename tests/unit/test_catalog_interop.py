@@ -92,12 +92,7 @@ def test_concurrent_reruns_of_one_job_keep_every_interval_row(spark) -> None:  #
     ensure_tables(get_catalog())
     job = "metrics_race_test"
     table = get_catalog().load_table("ops.task_metrics")
-    first = [
-        TaskMetrics(
-            job, datetime(2026, 11, d, tzinfo=timezone.utc), datetime(2026, 11, d + 1, tzinfo=timezone.utc), "1st"
-        )
-        for d in range(1, 19)
-    ]
+    first = [TaskMetrics(job, _november(d), _november(d + 1), "1st") for d in range(1, 19)]
     cols = [f.name for f in table.schema().fields]
     seed = [{c: getattr(m, c, None) for c in cols} | {"details": "{}", "recorded_at": m.interval_start} for m in first]
     table.append(pa.Table.from_pylist(seed, schema=table.schema().as_arrow()))  # 18 rows, one file

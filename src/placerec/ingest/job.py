@@ -430,17 +430,15 @@ def run_ingest(
         parsed = parse(spark, landing, files[feed], feed, start, end)
         key = ID_FIELD[feed]
         valid, rejected = parsed.where(F.col("reason").isNull()), parsed.where(F.col("reason").isNotNull())
-        retained = None
-        if feed == "events":
-            retained = retained_events(spark, rel_files, start, end)
+        # events overwrite their interval: rows other files put there stay, and their ids are known
+        retained = retained_events(spark, rel_files, start, end) if feed == "events" else None
         # every line once, with its verdict: materialised, then counted in one job
         classified = rejected.unionByName(mark_duplicates(valid, key, retained)).localCheckpoint()
         counts = _counts_by_reason(classified)
         result.read[feed] = sum(counts.values())
         result.quarantined[feed] = {str(reason): n for reason, n in counts.items() if reason is not None}
         fresh = classified.where(F.col("reason").isNull())
-        if feed == "events":
-            assert retained is not None
+        if retained is not None:
             load_events(spark, fresh, retained, start, end)
             result.written[feed] = counts.get(None, 0)
         else:
