@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -17,6 +17,10 @@ from placerec.dev.httpjson import ProbeError, request_json
 from placerec.settings import Settings, get_settings
 
 TERMINAL_STATES = frozenset({"success", "failed"})
+POLL_SECONDS = 1.0
+"""Between two looks at a run's state: a handful of small API calls, and what a waiter loses at most."""
+BACKFILL_MARK_SECONDS = 45.0
+"""The scheduler marks ended backfills complete every 30 s."""
 
 
 class AirflowError(RuntimeError):
@@ -68,7 +72,12 @@ class AirflowApi:
         max_active_runs: int = 1,
         conf: dict[str, Any] | None = None,
     ) -> int:
-        """Backfill the runs whose logical dates fall in ``[first, last]``; returns the backfill id."""
+        """Backfill the runs whose logical dates fall in ``[first, last]``; returns the backfill id.
+
+        Airflow refuses a backfill while another of the DAG has no ``completed_at``, which its scheduler
+        sets up to 30 s after that one's last run ended (see :meth:`wait_backfill`): a refusal is
+        tried again until no backfill of the DAG is active, for :data:`BACKFILL_MARK_SECONDS` at most.
+        """
         body = {
             "dag_id": dag_id,
             "from_date": datetime(first.year, first.month, first.day, tzinfo=timezone.utc).isoformat(),
@@ -77,7 +86,15 @@ class AirflowApi:
             "max_active_runs": max_active_runs,
             "dag_run_conf": conf or {},
         }
-        return int(self._call("/backfills", method="POST", body=body)["id"])
+        deadline = time.monotonic() + BACKFILL_MARK_SECONDS
+        while True:
+            try:
+                return int(self._call("/backfills", method="POST", body=body)["id"])
+            except AirflowError as exc:
+                if "HTTP 409" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            while self.active_backfills(dag_id) and time.monotonic() <= deadline:
+                time.sleep(POLL_SECONDS)
 
     def backfill(self, backfill_id: int) -> dict[str, Any]:
         return self._call(f"/backfills/{backfill_id}")  # type: ignore[no-any-return]
@@ -102,8 +119,14 @@ class AirflowApi:
     def wait_backfill(
         self, backfill_id: int, dag_id: str, first: date, last: date, timeout: float = 3600.0, progress: Any = None
     ) -> list[RunState]:
-        """Wait until the backfill completes; return its runs. Raises if any run failed."""
+        """Wait until every run of the backfill has ended; return its runs. Raises if any run failed.
+
+        Done as soon as each day of ``[first, last]`` has a run and none is queued or running: the
+        scheduler sets the backfill's ``completed_at`` only every 30 s, which a waiter need not wait for
+        (the backfill queued or cleared all its runs when it was created).
+        """
         deadline = time.monotonic() + timeout
+        days = {(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)}
         last_report = ""
         while True:
             info = self.backfill(backfill_id)
@@ -112,11 +135,12 @@ class AirflowApi:
             if progress and report != last_report:
                 progress(report)
                 last_report = report
-            if info.get("completed_at") and all(r.state in TERMINAL_STATES for r in runs):
+            ended = all(r.state in TERMINAL_STATES for r in runs)
+            if ended and (info.get("completed_at") or days <= {r.logical_date[:10] for r in runs}):
                 break
             if time.monotonic() > deadline:
                 raise AirflowError(f"backfill {backfill_id} not finished after {timeout:.0f}s: {report}")
-            time.sleep(5)
+            time.sleep(POLL_SECONDS)
         failed = [r for r in runs if r.state != "success"]
         if failed:
             raise AirflowError(f"backfill {backfill_id}: runs not successful: {failed}")
@@ -192,7 +216,7 @@ class AirflowApi:
                 return runs
             if time.monotonic() > deadline:
                 raise AirflowError(f"{dag_id} not finished after {timeout:.0f}s: {report}")
-            time.sleep(5)
+            time.sleep(POLL_SECONDS)
 
     def trigger(
         self,
@@ -244,4 +268,4 @@ class AirflowApi:
                 return state
             if time.monotonic() > deadline:
                 raise AirflowError(f"{dag_id} run {run_id} still {state} after {timeout:.0f}s")
-            time.sleep(5)
+            time.sleep(POLL_SECONDS)

@@ -139,6 +139,8 @@ def connect_server_argv(settings: Settings, jars: list[Path], spark_submit: Path
         "spark.connect.grpc.binding.port": str(settings.spark_connect_port),
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
+        # one Python daemon per session that ran a UDF, never stopped by Spark: ours ends when idle
+        "spark.python.daemon.module": "placerec.spark_daemon",
     }
     argv = [
         str(spark_submit),

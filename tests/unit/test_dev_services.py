@@ -408,3 +408,24 @@ def test_a_run_at_a_future_logical_date_is_refused_before_airflow_hears_of_it(se
         api.trigger("ingest_events", logical_date=future)
     with pytest.raises(AirflowError):  # a past logical date goes to the (absent) server
         api.trigger("ingest_events", logical_date=future - timedelta(days=30))
+
+
+# --- the Spark Connect server's Python daemon -------------------------------------------------
+
+
+def test_the_python_daemon_ends_only_after_it_has_been_without_workers_for_the_idle_time() -> None:
+    # a real process standing in for the daemon: a "worker" child for 1.5 s, then none
+    script = (
+        "import subprocess, sys, threading, time\n"
+        "from placerec.spark_daemon import watch\n"
+        "worker = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(1.5)'])\n"
+        "threading.Thread(target=watch, args=(__import__('os').getpid(), 1.0, 0.1), daemon=True).start()\n"
+        "worker.wait()\n"
+        "time.sleep(30)\n"
+    )
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], timeout=20, check=False)
+    took = time.monotonic() - began
+    assert done.returncode == -signal.SIGTERM
+    assert took >= 2.5  # 1.5 s with a worker alive, then 1 s idle
+    assert took < 15

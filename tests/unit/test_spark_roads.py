@@ -24,11 +24,12 @@ from placerec.spark import (
 
 pytestmark = pytest.mark.unit
 
-BINDING = {
+SERVER_ONLY = {  # the long-lived server's own: where it listens, and its Python daemon that ends when idle
     "spark.connect.grpc.binding.address",
     "spark.connect.grpc.binding.port",
     "spark.driver.host",
     "spark.driver.bindAddress",
+    "spark.python.daemon.module",
 }
 
 
@@ -44,7 +45,7 @@ def test_connect_server_and_its_sessions_add_up_to_the_classic_configuration(tmp
     server = argv_conf(argv)
     # what a classic session (spark-submit, in-process) sets == what the server is started with plus
     # what each Connect session sets for itself
-    effective = {k: v for k, v in server.items() if k not in BINDING} | session_conf(s)
+    effective = {k: v for k, v in server.items() if k not in SERVER_ONLY} | session_conf(s)
     assert effective == embedded_conf(s)
     # on one machine it runs without the costly JIT tier, code generation and adaptive re-planning;
     # a spark-submit (cluster) session gets none of that, nor does a Spark on a cluster master
@@ -57,6 +58,7 @@ def test_connect_server_and_its_sessions_add_up_to_the_classic_configuration(tmp
     cluster = Settings(home=tmp_path / "home", spark_master="spark://10.0.0.5:7077")
     assert embedded_conf(cluster) == spark_conf(cluster)
     assert server["spark.connect.grpc.binding.address"] == "127.0.0.1"
+    assert server["spark.python.daemon.module"] == "placerec.spark_daemon"
     assert server["spark.sql.extensions"] == "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
     assert argv[argv.index("--jars") + 1] == "/cache/iceberg-spark-runtime.jar,/cache/sqlite-jdbc.jar"
     assert argv[argv.index("--driver-memory") + 1] == "5g"

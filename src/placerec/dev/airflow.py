@@ -28,6 +28,9 @@ PARALLELISM = 4
 DAG_REFRESH_SECONDS = 20
 """How often the DAG processor lists the dags folder, so a new DAG file shows up within ~30 s."""
 
+SCHEDULER_IDLE_SLEEP_SECONDS = 0.5
+"""Pause of an idle scheduler loop (Airflow's default is 1 s); see ``airflow_env``."""
+
 COMPONENTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
 
 
@@ -73,6 +76,10 @@ def airflow_env(settings: Settings | None = None, base: Mapping[str, str] | None
             "AIRFLOW__API__BASE_URL": api,
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": str(DAG_REFRESH_SECONDS),
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+            # An idle scheduler loop waits this long before looking again; every task hand-over (a task
+            # ends, the next is queued; a run ends, the next backfill run starts) waits for a loop.
+            # Default 1 s; at 0.5 s a demo's ~60 hand-overs wait half as long, for ~3 % more of a core idle.
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": str(SCHEDULER_IDLE_SLEEP_SECONDS),
             # the Spark tasks' default road: the long-lived Spark Connect server of `dev up`
             "AIRFLOW_CONN_SPARK_CONNECT_DEFAULT": json.dumps(
                 {"conn_type": "spark_connect", "host": "sc://127.0.0.1", "port": settings.spark_connect_port}
