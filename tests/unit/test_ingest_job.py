@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from placerec.catalog import get_catalog
-from placerec.ingest.job import landing_files, mark_duplicates, read_lines, run_ingest
+from placerec.ingest.job import _text_lines, landing_files, mark_duplicates, read_lines, run_ingest
 
 pytestmark = pytest.mark.unit
 
@@ -54,6 +54,28 @@ def test_read_lines_numbers_lines_per_file(spark, tmp_path: Path) -> None:  # ty
         ("events/dt=2026-11-01/a.jsonl", 3, "three"),
         ("events/dt=2026-11-01/b.jsonl", 1, "uno"),
     ]
+
+
+def test_a_file_split_between_tasks_keeps_its_line_numbers(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # lines of uneven length, so split boundaries fall inside lines
+    lines = [f"line {i:04d} " + "x" * (i * 7 % 61) for i in range(1, 401)]
+    write(tmp_path, "events", "2026-11-01", "big.jsonl", lines)
+    write(tmp_path, "events", "2026-11-01", "small.jsonl", ["only"])
+    files = landing_files(tmp_path, "events", D1, D2)
+    small_splits = {"spark.sql.files.maxPartitionBytes": "2048", "spark.sql.files.openCostInBytes": "512"}
+    before = {k: spark.conf.get(k, None) for k in small_splits}
+    for k, v in small_splits.items():
+        spark.conf.set(k, v)
+    try:
+        got = read_lines(spark, tmp_path, files).collect()
+        splits = _text_lines(spark, files).select("_path", "_block").distinct().count()
+    finally:
+        for k, v in before.items():
+            spark.conf.unset(k) if v is None else spark.conf.set(k, v)
+    assert splits >= 5  # the big file (~17 KB) was read in 2 KB splits
+    big = sorted((r["source_line"], r["value"]) for r in got if r["source_file"].endswith("big.jsonl"))
+    assert big == list(enumerate(lines, start=1))
+    assert [(r["source_line"], r["value"]) for r in got if r["source_file"].endswith("small.jsonl")] == [(1, "only")]
 
 
 def test_duplicates_are_marked_after_the_first_by_file_and_line(spark) -> None:  # type: ignore[no-untyped-def]

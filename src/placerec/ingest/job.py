@@ -136,7 +136,10 @@ def _split_lines(root: str, batches: Iterable[Any]) -> Iterator[tuple[str, int, 
 
 
 def _number_lines(split_rows: DataFrame) -> DataFrame:
-    """Replace ``(_block, _index)`` by ``source_line``, the 1-based line number within the file."""
+    """Replace ``(_block, _index)`` by ``source_line``, the 1-based line number within the file.
+
+    ``split_rows`` is materialised (a checkpoint): whether any file was split is looked up first.
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -144,6 +147,8 @@ def _number_lines(split_rows: DataFrame) -> DataFrame:
     earlier = Window.partitionBy("source_file").orderBy("_block").rowsBetween(Window.unboundedPreceding, -1)
     offsets = per_split.select("source_file", "_block", F.coalesce(F.sum("_n").over(earlier), F.lit(0)).alias("_off"))
     rest = [c for c in split_rows.columns if c not in _SPLIT_COLUMNS]
+    if split_rows.where(F.col("_block") > 0).isEmpty():  # no file was split (the usual case): no join
+        return split_rows.select("source_file", F.col("_index").alias("source_line"), *rest)
     return split_rows.join(F.broadcast(offsets), ["source_file", "_block"]).select(
         "source_file", (F.col("_off") + F.col("_index")).cast("long").alias("source_line"), *rest
     )
@@ -329,11 +334,10 @@ def retained_events(spark: SparkSession, files: list[str], start: datetime, end:
 def load_events(spark: SparkSession, fresh: DataFrame, retained: DataFrame, start: datetime, end: datetime) -> None:
     """Overwrite the interval of ``raw.events`` with ``retained`` rows plus this batch's ``fresh`` ones."""
     cols = _table_columns(spark, "raw.events")
-    # Rows arrive clustered by day so each task writes one day's file at a time: with many days
-    # (a history import) an open Parquet writer per day would exhaust the heap.
+    # Iceberg's write asks Spark for rows hashed and sorted by day (the table's partition), so each
+    # task writes one day's file at a time: with many days (a history import) an open Parquet
+    # writer per day would exhaust the heap. A shuffle of our own before it would only add one.
     out = retained.unionByName(fresh.select(cols))
-    width = int(spark.conf.get("spark.sql.shuffle.partitions") or 4)
-    out = out.repartitionByRange(width, "event_ts").sortWithinPartitions("event_ts")
     out.writeTo("raw.events").overwrite(interval_filter("event_ts", start, end))
 
 
@@ -432,8 +436,9 @@ def run_ingest(
         valid, rejected = parsed.where(F.col("reason").isNull()), parsed.where(F.col("reason").isNotNull())
         # events overwrite their interval: rows other files put there stay, and their ids are known
         retained = retained_events(spark, rel_files, start, end) if feed == "events" else None
+        known = None if retained is None or retained.isEmpty() else retained  # usually empty: no join then
         # every line once, with its verdict: materialised, then counted in one job
-        classified = rejected.unionByName(mark_duplicates(valid, key, retained)).localCheckpoint()
+        classified = rejected.unionByName(mark_duplicates(valid, key, known)).localCheckpoint()
         counts = _counts_by_reason(classified)
         result.read[feed] = sum(counts.values())
         result.quarantined[feed] = {str(reason): n for reason, n in counts.items() if reason is not None}
