@@ -169,8 +169,8 @@ def main() -> None:
         "rounds": args.rounds,
         "runs": runs,
         "method": (
-            "Empty-interval ingest (days from 2031-01-01, an empty landing folder): listing, no files, the "
-            "ops.task_metrics MERGE. CLI: wall time of the whole process (Python start, imports, session, job). "
+            f"Empty-interval ingest (days from {FIRST_DAY.isoformat()}, an empty landing folder): listing, no "
+            "files, the ops.task_metrics row. CLI: wall time of the whole process (Python start, imports, session, job). "
             "Airflow: the ingest_landing_files task's duration as Airflow records it, manual runs with the "
             "spark_conn_id Param empty (spark_connect_default) or spark_default (spark-submit, local master, the "
             "jars and driver memory the operator passes); run_wall_s is trigger to run success (scheduler "
