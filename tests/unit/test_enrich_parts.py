@@ -250,38 +250,8 @@ def test_interest_rows(spark) -> None:  # type: ignore[no-untyped-def]
     qk = qk.select("query_hash", F.from_json("result", RESULT_SCHEMA).alias("r"))
     rows = {r["user_id"]: r.asDict() for r in interest_rows(searches, qk, end, get_settings()).collect()}
     assert rows["u1"]["keywords"] == ["성수", "디저트", "조용한 카페"]
-    # the vector's terms: keywords weighted by recency-weighted score (성수 in both queries: 2 x 1.0)
-    terms = [(t["text"], round(t["weight"], 3)) for t in rows["u1"]["terms"]]
-    assert [t for t, _ in terms] == ["성수", "디저트", "조용한 카페"]
-    weights = dict(terms)
-    assert weights["성수"] == pytest.approx(2 * weights["조용한 카페"] / 0.5, rel=0.01)
-    assert weights["디저트"] == pytest.approx(0.8 / 0.5 * weights["조용한 카페"], rel=0.01)
-    # no keywords from their queries: the queries themselves, weight 1
-    assert rows["u2"]["keywords"] == [] and [(t["text"], t["weight"]) for t in rows["u2"]["terms"]] == [("ㅋㅋ", 1.0)]
-
-
-def test_interest_vector_is_the_weighted_mean_of_its_terms_at_unit_length(spark) -> None:  # type: ignore[no-untyped-def]
-    from placerec.enrich.profiles import weighted_mean_vectors
-
-    terms = spark.createDataFrame(
-        [
-            ("u1", "a", 3.0),
-            ("u1", "b", 1.0),
-            ("u2", "b", 0.5),
-            ("u3", "missing", 1.0),
-            ("u4", "a", 1.0),
-            ("u4", "c", 1.0),
-        ],
-        "user_id string, text_hash string, weight double",
-    )
-    vectors = spark.createDataFrame(
-        [("a", [1.0, 0.0, 0.0]), ("b", [0.0, 2.0, 0.0]), ("c", [-1.0, 0.0, 0.0])],
-        "text_hash string, embedding array<float>",
-    )
-    got = {r["user_id"]: r["embedding"] for r in weighted_mean_vectors(terms, vectors).collect()}
-    assert set(got) == {"u1", "u2"}  # u3: no vector for its term; u4: its terms cancel out (no direction)
-    assert got["u1"] == pytest.approx([3 / 13**0.5, 2 / 13**0.5, 0.0])  # 3*(1,0,0) + 1*(0,2,0), unit length
-    assert got["u2"] == pytest.approx([0.0, 1.0, 0.0])
+    assert rows["u1"]["interest_text"] == "성수, 디저트, 조용한 카페"
+    assert rows["u2"]["keywords"] == [] and rows["u2"]["interest_text"] == "ㅋㅋ"
 
 
 # LLM settings from an Airflow connection

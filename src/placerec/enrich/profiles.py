@@ -12,8 +12,7 @@ from its name, category and district, so new places are never invisible to conte
 
 User interests (cold start): the keywords of a user's search queries over the last
 ``interest_window_days`` days, extracted by the same extractor and cache as reviews, ranked by
-recency-weighted frequency. The user's vector is the mean of their keywords' vectors, weighted by
-those scores, each keyword embedded once as an e5 *query* (e5 distinguishes queries from passages).
+recency-weighted frequency, embedded as a *query* (e5 distinguishes queries from passages).
 """
 
 from __future__ import annotations
@@ -168,12 +167,7 @@ def run_build_place_profiles(
 
 
 def interest_rows(searches: DataFrame, query_keywords: DataFrame, end: datetime, settings: Settings) -> DataFrame:
-    """Pure transform: search events + per-query keywords → ``user_id, keywords, terms``.
-
-    ``terms`` (``text``, ``weight``) is what the user's interest vector is the mean of: the top
-    keywords with their recency-weighted scores, or, for a user whose queries gave no keywords, the
-    latest queries themselves (weight 1 each).
-    """
+    """Pure transform: search events + per-query keywords → ``user_id, keywords, interest_text, text_hash``."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -191,72 +185,22 @@ def interest_rows(searches: DataFrame, query_keywords: DataFrame, end: datetime,
         scored.withColumn("rank", F.row_number().over(rank))
         .where(F.col("rank") <= settings.profile_top_keywords)
         .groupBy("user_id")
-        .agg(F.sort_array(F.collect_list(F.struct("rank", "keyword", "score"))).alias("top"))
-        .select(
-            "user_id",
-            F.expr("transform(top, x -> x.keyword)").alias("keywords"),
-            F.expr("transform(top, x -> named_struct('text', x.keyword, 'weight', CAST(x.score AS DOUBLE)))").alias(
-                "_terms"
-            ),
-        )
+        .agg(F.sort_array(F.collect_list(F.struct("rank", "keyword"))).alias("top"))
+        .select("user_id", F.expr("transform(top, x -> x.keyword)").alias("keywords"))
     )
     # A user whose queries gave no keywords is still described by the queries themselves.
     recent_queries = searches.groupBy("user_id").agg(
         F.slice(F.sort_array(F.collect_set(F.struct(F.col("event_ts"), F.col("query"))), asc=False), 1, 5).alias("q")
     )
     users = recent_queries.join(top, "user_id", "left")
-    by_queries = F.expr("transform(q, x -> named_struct('text', x.query, 'weight', CAST(1 AS DOUBLE)))")
+    text = F.when(F.size(F.coalesce("keywords", F.array())) > 0, F.array_join("keywords", ", ")).otherwise(
+        F.array_join(F.expr("transform(q, x -> x.query)"), ", ")
+    )
     return users.select(
         "user_id",
         F.coalesce("keywords", F.array().cast("array<string>")).alias("keywords"),
-        F.when(F.size(F.coalesce("keywords", F.array())) > 0, F.col("_terms")).otherwise(by_queries).alias("terms"),
-    )
-
-
-def weighted_mean_vectors(terms: DataFrame, vectors: DataFrame) -> DataFrame:
-    """Pure transform: ``user_id, text_hash, weight`` rows and ``text_hash, embedding`` → ``user_id, embedding``,
-    the weighted mean of each user's term vectors scaled to unit length (a term without a vector is left out).
-
-    Computed with array functions on one row per user, not one row per dimension.
-    """
-    from pyspark.sql import functions as F
-
-    per_user = (
-        terms.join(vectors, "text_hash")
-        .groupBy("user_id")
-        .agg(F.collect_list(F.struct("weight", "embedding")).alias("v"))
-    )
-    total = F.expr(
-        "aggregate(slice(v, 2, size(v) - 1), transform(v[0].embedding, x -> CAST(x AS DOUBLE) * v[0].weight),"
-        " (acc, e) -> zip_with(acc, e.embedding, (a, b) -> a + e.weight * b))"
-    )
-    summed = per_user.select("user_id", total.alias("s")).withColumn(
-        "n", F.expr("sqrt(aggregate(s, CAST(0 AS DOUBLE), (acc, y) -> acc + y * y))")
-    )
-    return summed.where(F.col("n") > 0).select(
-        "user_id", F.expr("transform(s, x -> CAST(x / n AS FLOAT))").alias("embedding")
-    )
-
-
-def interest_vectors_of(spark: SparkSession, rows: DataFrame, settings: Settings) -> tuple[DataFrame, Any, int]:
-    """``user_id, keywords, embedding`` for :func:`interest_rows`' output, with call stats and cache hits.
-
-    Each distinct term is embedded once as an e5 *query* (cached by its text, so users, runs and
-    train's as-of splits share it); a user's vector is the weighted mean of their terms' vectors.
-    A few hundred distinct keywords stand for thousands of users: embedding each user's joined
-    keyword list instead cost one call per user.
-    """
-    from pyspark.sql import functions as F
-
-    terms = (
-        rows.select("user_id", F.explode("terms").alias("t"))
-        .select("user_id", F.col("t.text").alias("text"), F.col("t.weight").alias("weight"))
-        .withColumn("text_hash", F.sha2("text", 256))
-        .localCheckpoint()
-    )
-    vectors, stats, hits = embed_texts(spark, terms.select("text_hash", "text"), "query", settings)
-    means = weighted_mean_vectors(terms.select("user_id", "text_hash", "weight"), vectors)
-    return rows.select("user_id", "keywords").join(means, "user_id", "left"), stats, hits
+        text.alias("interest_text"),
+    ).withColumn("text_hash", F.sha2("interest_text", 256))
 
 
 def run_extract_search_interests(
@@ -317,8 +261,10 @@ def run_extract_search_interests(
     )
     ok = results.where(F.col("r.error").isNull())
     rows = interest_rows(searches, ok, end, s).localCheckpoint()
-    vectors, estats, hits = interest_vectors_of(spark, rows, s)
-    out = vectors.select(
+    vectors, estats, hits = embed_texts(
+        spark, rows.select("text_hash", F.col("interest_text").alias("text")), "query", s
+    )
+    out = rows.join(vectors, "text_hash", "left").select(
         "user_id",
         F.lit(SEARCH_ORIGIN).alias("origin"),
         "keywords",

@@ -3,8 +3,8 @@
 A model evaluated at cut ``T`` must not see anything from after ``T``, content included. When the
 enrich DAG wrote a set for exactly the day before ``T`` (``built_for``) it is read as is; otherwise the
 set is rebuilt here from the rows dated before ``T`` with the very transforms the enrich jobs use
-(``place_profile_rows``, ``interest_rows`` and ``interest_vectors_of``) and the same caches, so this costs
-embedding calls only for profile texts and interest terms never seen before, and never an LLM call (queries without cached keywords are described
+(``place_profile_rows``, ``interest_rows``) and the same caches, so this costs embedding calls only for
+profile texts never seen before, and never an LLM call (queries without cached keywords are described
 by their own text, as in the enrich job).
 """
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from placerec.enrich import cache
 from placerec.enrich.keywords import RESULT_SCHEMA, resolve_extractor
-from placerec.enrich.profiles import SEARCH_ORIGIN, as_of, interest_rows, interest_vectors_of, place_profile_rows
+from placerec.enrich.profiles import SEARCH_ORIGIN, as_of, interest_rows, place_profile_rows
 from placerec.enrich.vectors import embed_texts
 from placerec.ops import interval_filter, read_at
 from placerec.settings import Settings
@@ -86,7 +86,9 @@ def interest_vectors(
         .where(F.col("r.error").isNull())
     )
     rows = interest_rows(searches, known, cut, settings).localCheckpoint()
-    vectors, call_stats, _hits = interest_vectors_of(spark, rows, settings)
+    vectors, call_stats, _hits = embed_texts(
+        spark, rows.select("text_hash", F.col("interest_text").alias("text")), "query", settings
+    )
     stats["interest_vectors"] = f"rebuilt as of {cut.isoformat()}"
     stats["interest_embedding_calls"] = stats.get("interest_embedding_calls", 0) + int(call_stats.usage.get("calls", 0))
-    return vectors.where(F.col("embedding").isNotNull())
+    return rows.join(vectors, "text_hash").select("user_id", "keywords", "embedding")
