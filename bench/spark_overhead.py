@@ -170,7 +170,8 @@ def main() -> None:
         "runs": runs,
         "method": (
             f"Empty-interval ingest (days from {FIRST_DAY.isoformat()}, an empty landing folder): listing, no "
-            "files, the ops.task_metrics row. CLI: wall time of the whole process (Python start, imports, session, job). "
+            "files, the ops.task_metrics row. CLI: wall time of the whole process (Python start, imports, "
+            "session, job). "
             "Airflow: the ingest_landing_files task's duration as Airflow records it, manual runs with the "
             "spark_conn_id Param empty (spark_connect_default) or spark_default (spark-submit, local master, the "
             "jars and driver memory the operator passes); run_wall_s is trigger to run success (scheduler "
