@@ -47,12 +47,12 @@ def test_connect_server_and_its_sessions_add_up_to_the_classic_configuration(tmp
     # what each Connect session sets for itself
     effective = {k: v for k, v in server.items() if k not in SERVER_ONLY} | session_conf(s)
     assert effective == embedded_conf(s)
-    # on one machine it runs without the costly JIT tier, code generation and adaptive re-planning;
+    # on one machine it runs with large thread stacks, without code generation and adaptive re-planning;
     # a spark-submit (cluster) session gets none of that, nor does a Spark on a cluster master
-    assert server["spark.driver.extraJavaOptions"] == "-Duser.timezone=UTC -XX:TieredStopAtLevel=1 -Xss16m"
+    assert server["spark.driver.extraJavaOptions"] == "-Duser.timezone=UTC -Xss16m"
     assert server["spark.sql.adaptive.enabled"] == "false"
     assert embedded_conf(s) == spark_conf(s) | SMALL_MACHINE_CONF | {
-        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -XX:TieredStopAtLevel=1 -Xss16m"
+        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -Xss16m"
     }
     assert "spark.sql.adaptive.enabled" not in spark_conf(s)
     cluster = Settings(home=tmp_path / "home", spark_master="spark://10.0.0.5:7077")
