@@ -410,6 +410,79 @@ def test_a_run_at_a_future_logical_date_is_refused_before_airflow_hears_of_it(se
         api.trigger("ingest_events", logical_date=future - timedelta(days=30))
 
 
+class _BackfillApiStandIn:
+    """A local stand-in for the two backfill routes of Airflow's REST API (a test server, not Airflow):
+    a backfill of ``dag`` whose runs have ended stays active until ``marked_after`` seconds, as between
+    the scheduler's 30 s completion marks; meanwhile a new backfill is refused with 409, as Airflow does."""
+
+    def __init__(self, marked_after: float) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.began, self.marked_after, self.posts = time.monotonic(), marked_after, 0
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _send(self, status: int, payload: object) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # /api/v2/backfills?dag_id=...
+                done = "2026-12-02T00:00:00Z" if stand_in.marked() else None
+                self._send(200, {"backfills": [{"id": 1, "dag_id": "dag", "completed_at": done}]})
+
+            def do_POST(self) -> None:  # /api/v2/backfills
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                stand_in.posts += 1
+                if stand_in.marked():
+                    self._send(200, {"id": 2})
+                else:
+                    self._send(409, {"detail": "There is already a running backfill for dag dag"})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def marked(self) -> bool:
+        return time.monotonic() - self.began >= self.marked_after
+
+    def __enter__(self) -> _BackfillApiStandIn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_new_backfill_waits_for_airflow_to_mark_the_last_one_complete(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import date
+
+    from placerec import airflow_api
+    from placerec.airflow_api import AirflowApi, AirflowError
+
+    monkeypatch.setattr(airflow_api, "POLL_SECONDS", 0.1)
+    with _BackfillApiStandIn(marked_after=1.0) as server:
+        api = AirflowApi(dataclasses.replace(settings, airflow_port=server.port))
+        assert api.create_backfill("dag", date(2026, 11, 1), date(2026, 11, 2)) == 2
+        assert time.monotonic() - server.began >= 1.0
+        assert server.posts == 2  # refused once, then asked again only after the mark
+    # a backfill that stays active (really running) is not waited for past the deadline
+    monkeypatch.setattr(airflow_api, "BACKFILL_MARK_SECONDS", 0.5)
+    with _BackfillApiStandIn(marked_after=60.0) as server:
+        api = AirflowApi(dataclasses.replace(settings, airflow_port=server.port))
+        with pytest.raises(AirflowError, match="HTTP 409"):
+            api.create_backfill("dag", date(2026, 11, 1), date(2026, 11, 2))
+
+
 # --- the Spark Connect server's Python daemon -------------------------------------------------
 
 
