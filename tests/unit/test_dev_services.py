@@ -393,7 +393,6 @@ def test_postgres_probe_down_when_no_server(settings: Settings) -> None:
 def test_a_run_at_a_future_logical_date_is_refused_before_airflow_hears_of_it(settings: Settings) -> None:
     """Airflow's API accepts it, then the scheduler never starts the run; the client says so at once
     (pointed at a port nothing listens on: a request would fail with another error)."""
-    import dataclasses
     import socket
     from datetime import datetime, timedelta, timezone
 

@@ -143,12 +143,12 @@ def _number_lines(split_rows: DataFrame) -> DataFrame:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    per_split = split_rows.groupBy("source_file", "_block").agg(F.count(F.lit(1)).alias("_n"))
-    earlier = Window.partitionBy("source_file").orderBy("_block").rowsBetween(Window.unboundedPreceding, -1)
-    offsets = per_split.select("source_file", "_block", F.coalesce(F.sum("_n").over(earlier), F.lit(0)).alias("_off"))
     rest = [c for c in split_rows.columns if c not in _SPLIT_COLUMNS]
     if split_rows.where(F.col("_block") > 0).isEmpty():  # no file was split (the usual case): no join
         return split_rows.select("source_file", F.col("_index").alias("source_line"), *rest)
+    per_split = split_rows.groupBy("source_file", "_block").agg(F.count(F.lit(1)).alias("_n"))
+    earlier = Window.partitionBy("source_file").orderBy("_block").rowsBetween(Window.unboundedPreceding, -1)
+    offsets = per_split.select("source_file", "_block", F.coalesce(F.sum("_n").over(earlier), F.lit(0)).alias("_off"))
     return split_rows.join(F.broadcast(offsets), ["source_file", "_block"]).select(
         "source_file", (F.col("_off") + F.col("_index")).cast("long").alias("source_line"), *rest
     )
