@@ -27,10 +27,13 @@ def interval_filter(column: str, start: datetime, end: datetime) -> Column:
     return (F.col(column) >= F.lit(start).cast("timestamp")) & (F.col(column) < F.lit(end).cast("timestamp"))
 
 
-def write_quarantine(rows: DataFrame, job: str, start: datetime, end: datetime | None = None) -> None:
+def write_quarantine(
+    rows: DataFrame, job: str, start: datetime, end: datetime | None = None, options: dict[str, str] | None = None
+) -> None:
     """Replace a job's quarantine rows whose ``interval_start`` lies in ``[start, end)`` (just ``start`` if no end).
 
-    The table is partitioned by (job, day of interval_start), so this is a file swap.
+    The table is partitioned by (job, day of interval_start), so this is a file swap. ``options`` are
+    write options (ingest's commit property: :mod:`placerec.ingest.commit`).
     """
     from pyspark.sql import functions as F
 
@@ -39,7 +42,10 @@ def write_quarantine(rows: DataFrame, job: str, start: datetime, end: datetime |
         cond = cond & (F.col("interval_start") == F.lit(start).cast("timestamp"))
     else:
         cond = cond & interval_filter("interval_start", start, end)
-    rows.writeTo("raw.quarantine").overwrite(cond)
+    writer = rows.writeTo("raw.quarantine")
+    for key, value in (options or {}).items():
+        writer = writer.option(key, value)
+    writer.overwrite(cond)
 
 
 def day_quarantine_rows(failed: DataFrame, job: str, feed: str, ts_column: str, record: Column) -> DataFrame:
@@ -152,15 +158,12 @@ def record_job_metrics(
 
 
 def snapshot_ids(tables: list[str]) -> dict[str, str]:
-    """Current Iceberg snapshot id of each table (``""`` for a table without snapshots)."""
-    from placerec.catalog import get_catalog
+    """The Iceberg snapshot id a job reads each table at (``""`` for a table without snapshots): the
+    current one, except ``raw.events`` / ``raw.reviews`` / ``raw.places``, read as of the last complete
+    ingest run (:mod:`placerec.ingest.commit`), so no reader sees half an interval."""
+    from placerec.ingest.commit import committed_snapshot_ids
 
-    catalog = get_catalog()
-    out = {}
-    for identifier in tables:
-        snap = catalog.load_table(identifier).current_snapshot()
-        out[identifier] = "" if snap is None else str(snap.snapshot_id)
-    return out
+    return committed_snapshot_ids(tables)
 
 
 def read_at(spark: SparkSession, table: str, snapshots: dict[str, str]) -> DataFrame:

@@ -9,6 +9,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 from placerec.catalog import get_catalog
+from placerec.ingest.commit import committed_snapshot_ids
 from placerec.settings import Settings
 from placerec.tables import load_table
 
@@ -35,9 +36,14 @@ def ingestion_by_day(
     catalog = get_catalog(settings)
     days = {first + timedelta(n): DayCounts(first + timedelta(n)) for n in range((last - first).days + 1)}
     lo, hi = _ts(first), _ts(last + timedelta(days=1))
+    committed = committed_snapshot_ids(["raw.events"], catalog)["raw.events"]  # the last complete ingest run
     events = (
         load_table(catalog, "raw.events")
-        .scan(row_filter=f"event_ts >= '{lo}' and event_ts < '{hi}'", selected_fields=("event_ts",))
+        .scan(
+            row_filter=f"event_ts >= '{lo}' and event_ts < '{hi}'",
+            selected_fields=("event_ts",),
+            snapshot_id=int(committed) if committed else None,
+        )
         .to_arrow()
     )
     for ts in events.column("event_ts").to_pylist():

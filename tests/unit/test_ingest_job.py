@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from placerec.catalog import get_catalog
-from placerec.ingest.job import _text_lines, landing_files, mark_duplicates, read_lines, run_ingest
+from placerec.ingest.files import list_landing, stage
+from placerec.ingest.job import _text_lines, mark_duplicates, read_lines, run_ingest
 
 pytestmark = pytest.mark.unit
 
@@ -34,20 +35,27 @@ def rows(spark, table: str, where: str = "true") -> list[dict]:  # type: ignore[
     return [r.asDict() for r in spark.table(table).where(where).collect()]
 
 
+def names(root: Path, feed: str, start: datetime, end: datetime) -> list[str]:
+    return [f.path.name for f in list_landing(root, feed, start, end).read]
+
+
+def staged(root: Path, feed: str, start: datetime, end: datetime) -> dict[str, str]:
+    return stage(list(list_landing(root, feed, start, end).read), root.parent / f"staging-{root.name}")
+
+
 def test_landing_files_only_for_interval_days(tmp_path: Path) -> None:
     write(tmp_path, "events", "2026-10-31", "a.jsonl", [ev("x")])
     write(tmp_path, "events", "2026-11-01", "b.jsonl", [ev("y")])
     write(tmp_path, "events", "2026-11-02", "c.jsonl", [ev("z")])
-    assert [p.name for p in landing_files(tmp_path, "events", D1, D2)] == ["b.jsonl"]
-    assert [p.name for p in landing_files(tmp_path, "events", D1, D3)] == ["b.jsonl", "c.jsonl"]
-    assert landing_files(tmp_path, "reviews", D1, D3) == []
+    assert names(tmp_path, "events", D1, D2) == ["b.jsonl"]
+    assert names(tmp_path, "events", D1, D3) == ["b.jsonl", "c.jsonl"]
+    assert names(tmp_path, "reviews", D1, D3) == []
 
 
 def test_read_lines_numbers_lines_per_file(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     write(tmp_path, "events", "2026-11-01", "a.jsonl", ["one", "", "three"])
     write(tmp_path, "events", "2026-11-01", "b.jsonl", ["uno"])
-    files = landing_files(tmp_path, "events", D1, D2)
-    got = sorted(tuple(r) for r in read_lines(spark, tmp_path, files).collect())
+    got = sorted(tuple(r) for r in read_lines(spark, staged(tmp_path, "events", D1, D2)).collect())
     assert got == [
         ("events/dt=2026-11-01/a.jsonl", 1, "one"),
         ("events/dt=2026-11-01/a.jsonl", 2, ""),
@@ -61,13 +69,13 @@ def test_a_file_split_between_tasks_keeps_its_line_numbers(spark, tmp_path: Path
     lines = [f"line {i:04d} " + "x" * (i * 7 % 61) for i in range(1, 401)]
     write(tmp_path, "events", "2026-11-01", "big.jsonl", lines)
     write(tmp_path, "events", "2026-11-01", "small.jsonl", ["only"])
-    files = landing_files(tmp_path, "events", D1, D2)
+    files = staged(tmp_path, "events", D1, D2)
     small_splits = {"spark.sql.files.maxPartitionBytes": "2048", "spark.sql.files.openCostInBytes": "512"}
     before = {k: spark.conf.get(k, None) for k in small_splits}
     for k, v in small_splits.items():
         spark.conf.set(k, v)
     try:
-        got = read_lines(spark, tmp_path, files).collect()
+        got = read_lines(spark, files).collect()
         splits = _text_lines(spark, files).select("_path", "_block").distinct().count()
     finally:
         for k, v in before.items():

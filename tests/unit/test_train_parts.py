@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from placerec.ingest.commit import mark_committed
 from placerec.model.hybrid import (
     CF_ONLY,
     CONTENT_ONLY,
@@ -248,6 +249,7 @@ def _trainer_world(spark, monkeypatch):  # type: ignore[no-untyped-def]
     spark.createDataFrame(rows, schema).writeTo("raw.events").overwrite(
         (F.col("event_ts") < F.lit(_at(20))) & (F.col("source") == "test")
     )
+    mark_committed(spark, _at(1), _at(20), "test-world")  # readers see raw.* as of the last ingest commit
     places = sorted({p for *_, p in clicks})
 
     def vectors(spark_, cut, snaps, settings, stats):  # type: ignore[no-untyped-def]

@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING, Any
 from placerec.enrich import cache
 from placerec.enrich.budget import Budget, PriceTable
 from placerec.enrich.llm import KeywordResult, estimate_tokens, load_prompt
-from placerec.ops import TaskMetrics, day_quarantine_rows, interval_filter, record_metrics, write_day_quarantine
+from placerec.ops import (
+    TaskMetrics,
+    day_quarantine_rows,
+    interval_filter,
+    read_at,
+    record_metrics,
+    snapshot_ids,
+    write_day_quarantine,
+)
 from placerec.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -292,7 +300,7 @@ def run_extract_review_keywords(
     run = KeywordRun(start, end, spec.identity, dry_run=dry_run)
 
     reviews = (
-        spark.table("raw.reviews")
+        read_at(spark, "raw.reviews", snapshot_ids(["raw.reviews"]))  # as of the last complete ingest run
         .where(interval_filter("review_ts", start, end))
         .select("review_id", "place_id", "user_id", "text", "content_hash", "review_ts", "source_file", "source_line")
         .localCheckpoint()

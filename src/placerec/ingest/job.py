@@ -3,23 +3,28 @@
 extract: list and read the interval's landing lines (with file and line number);
 transform: validate each line, split valid from rejected, de-duplicate by id;
 load: overwrite the interval of ``raw.events``, MERGE ``raw.reviews`` and ``raw.places``,
-replace this (job, interval)'s rows of ``raw.quarantine``, record ``ops.task_metrics``.
-A rerun of the same interval produces the same rows.
+replace this (job, interval)'s rows of ``raw.quarantine`` (lines rejected, files not read) in the
+commit that makes the interval visible (:mod:`placerec.ingest.commit`), record ``ops.task_metrics``.
+Which files are read is :mod:`placerec.ingest.files`; what a line must be, :mod:`placerec.ingest.records`.
+A rerun of the same interval produces the same rows; a killed run leaves the previous state visible.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-from placerec.ingest.records import COLUMNS, FEEDS, ID_FIELD, QUARANTINE_RECORD_CHARS, validate_line
+from placerec.ingest import commit
+from placerec.ingest.files import Listing, SkippedFile, list_landing, stage
+from placerec.ingest.records import COLUMNS, FEEDS, ID_FIELD, record_text, validate_line
 from placerec.ops import TaskMetrics, interval_filter, record_metrics, write_quarantine
 
 if TYPE_CHECKING:
@@ -39,12 +44,14 @@ class IngestResult:
     interval_start: datetime
     interval_end: datetime
     files: dict[str, int] = field(default_factory=dict)
+    files_skipped: dict[str, dict[str, int]] = field(default_factory=dict)
     read: dict[str, int] = field(default_factory=dict)
     written: dict[str, int] = field(default_factory=dict)
     quarantined: dict[str, dict[str, int]] = field(default_factory=dict)
     merged: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: float = 0.0
     skipped: bool = False
+    restored: list[str] = field(default_factory=list)
 
     @property
     def rows_read(self) -> int:
@@ -63,6 +70,7 @@ class IngestResult:
             "interval_start": self.interval_start.isoformat(),
             "interval_end": self.interval_end.isoformat(),
             "files": self.files,
+            "files_skipped": self.files_skipped,
             "read": self.read,
             "written": self.written,
             "quarantined": self.quarantined,
@@ -72,43 +80,26 @@ class IngestResult:
             "rows_quarantined": self.rows_quarantined,
             "seconds": round(self.seconds, 3),
             "skipped": self.skipped,
+            "restored": self.restored,
         }
-
-
-def landing_files(root: Path, feed: str, start: datetime, end: datetime) -> list[Path]:
-    """Files of ``feed`` delivered for the days in ``[start, end)``: ``<root>/<feed>/dt=<day>/*.jsonl``."""
-    day: date = start.astimezone(timezone.utc).date()
-    last = (end - timedelta(microseconds=1)).astimezone(timezone.utc).date()
-    found: list[Path] = []
-    while day <= last:
-        folder = root / feed / f"dt={day.isoformat()}"
-        if folder.is_dir():
-            found.extend(sorted(p for p in folder.glob("*.jsonl") if p.is_file()))
-        day += timedelta(days=1)
-    return found
 
 
 # A landing file is read by Spark's text source, a line at a time: a file of any size streams
 # through, and a large one is split between tasks. Each split's lines are counted where they are
 # read; a file's line numbers add the lines of its earlier splits (``_number_lines``).
 _SPLIT_COLUMNS = ("source_file", "_block", "_index")
-_GLOB_CHARS = frozenset("\\*?[]{}")
 _BATCH_ROWS = 4096
 
 
-def _spark_path(path: Path) -> str:
-    """A file's path for Spark's file sources: absolute, glob characters escaped (read literally)."""
-    return "".join("\\" + c if c in _GLOB_CHARS else c for c in str(path.resolve()))
-
-
-def _text_lines(spark: SparkSession, files: list[Path]) -> DataFrame:
-    """Every physical line of ``files`` as ``(_path, _block, value)``: ``value`` the raw bytes, ``_block``
-    the offset in its file where the line's split starts."""
+def _text_lines(spark: SparkSession, staged: dict[str, str]) -> DataFrame:
+    """Every physical line of the ``staged`` files (:func:`placerec.ingest.files.stage`) as
+    ``(_path, _block, value)``: ``value`` the raw bytes, ``_block`` the offset in its file where the
+    line's split starts."""
     from pyspark.sql import functions as F
 
     return (
         spark.read.option("lineSep", "\n")
-        .text([_spark_path(p) for p in files])
+        .text(sorted(staged))
         .select(
             F.col("_metadata.file_path").alias("_path"),
             F.col("_metadata.file_block_start").alias("_block"),
@@ -117,12 +108,7 @@ def _text_lines(spark: SparkSession, files: list[Path]) -> DataFrame:
     )
 
 
-def _relative(root: str, file_url: str) -> str:
-    path = unquote(urlparse(file_url).path)
-    return path[len(root) + 1 :] if path.startswith(root + "/") else path
-
-
-def _split_lines(root: str, batches: Iterable[Any]) -> Iterator[tuple[str, int, int, bytes]]:
+def _split_lines(staged: dict[str, str], batches: Iterable[Any]) -> Iterator[tuple[str, int, int, bytes]]:
     """``(source_file, split offset, 1-based index in the split, line bytes without a final CR)``, in order."""
     key: tuple[str, int] | None = None
     index, rel = 0, ""
@@ -130,7 +116,7 @@ def _split_lines(root: str, batches: Iterable[Any]) -> Iterator[tuple[str, int, 
         paths, blocks, values = (batch.column(i).to_pylist() for i in range(3))
         for path, block, value in zip(paths, blocks, values, strict=True):
             if (path, block) != key:
-                key, index, rel = (path, block), 0, _relative(root, path)
+                key, index, rel = (path, block), 0, staged[unquote(urlparse(path).path)]
             index += 1
             yield rel, block, index, value.removesuffix(b"\r")
 
@@ -165,17 +151,16 @@ def _split_schema(schema: StructType) -> StructType:
 
 
 def _map_lines(
-    spark: SparkSession, root: Path, files: list[Path], schema: StructType, row: Callable[[bytes], tuple[Any, ...]]
+    spark: SparkSession, staged: dict[str, str], schema: StructType, row: Callable[[bytes], tuple[Any, ...]]
 ) -> DataFrame:
-    """``(source_file, source_line, *row(line bytes))`` for every line of ``files``, computed in Spark's
-    Python workers (``mapInArrow``) and materialised once (a local checkpoint)."""
+    """``(source_file, source_line, *row(line bytes))`` for every line of the ``staged`` files, computed
+    in Spark's Python workers (``mapInArrow``) and materialised once (a local checkpoint)."""
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    if not files:
+    if not staged:
         return spark.createDataFrame([], schema)
     split_schema = _split_schema(schema)
     arrow_schema = to_arrow_schema(split_schema)
-    root_str = str(root.resolve())
 
     def to_batch(rows: list[tuple[Any, ...]]) -> Any:
         import pyarrow as pa
@@ -185,7 +170,7 @@ def _map_lines(
 
     def batches(source: Iterable[Any]) -> Iterator[Any]:
         rows: list[tuple[Any, ...]] = []
-        for rel, block, index, value in _split_lines(root_str, source):
+        for rel, block, index, value in _split_lines(staged, source):
             rows.append((rel, block, index, *row(value)))
             if len(rows) == _BATCH_ROWS:
                 yield to_batch(rows)
@@ -193,11 +178,7 @@ def _map_lines(
         if rows:
             yield to_batch(rows)
 
-    return _number_lines(_text_lines(spark, files).mapInArrow(batches, split_schema).localCheckpoint())
-
-
-def _decode(value: bytes) -> str:
-    return value.decode("utf-8", "replace")
+    return _number_lines(_text_lines(spark, staged).mapInArrow(batches, split_schema).localCheckpoint())
 
 
 def _line_schema() -> StructType:
@@ -212,9 +193,10 @@ def _line_schema() -> StructType:
     )
 
 
-def read_lines(spark: SparkSession, root: Path, files: list[Path]) -> DataFrame:
-    """One row per physical line: (source_file relative to ``root``, 1-based source_line, value)."""
-    return _map_lines(spark, root, files, _line_schema(), lambda value: (_decode(value),))
+def read_lines(spark: SparkSession, staged: dict[str, str]) -> DataFrame:
+    """One row per physical line: (source_file relative to the landing root, 1-based source_line,
+    value as quarantine shows it)."""
+    return _map_lines(spark, staged, _line_schema(), lambda value: (record_text(value),))
 
 
 def _feed_schema(feed: str) -> StructType:
@@ -251,45 +233,68 @@ def _feed_schema(feed: str) -> StructType:
     )
 
 
-def parse(spark: SparkSession, root: Path, files: list[Path], feed: str, start: datetime, end: datetime) -> DataFrame:
-    """Validate every line of ``files``; valid rows carry the feed's columns, rejected rows a reason and detail."""
+def parse(spark: SparkSession, staged: dict[str, str], feed: str, start: datetime, end: datetime) -> DataFrame:
+    """Validate every line of the ``staged`` files; valid rows carry the feed's columns, rejected rows a
+    reason and detail. Every row keeps its record as quarantine would show it (a duplicate needs it)."""
     width = len(COLUMNS[feed])
 
     def check(value: bytes) -> tuple[Any, ...]:
-        line = _decode(value)
-        verdict = validate_line(feed, line, start, end)
+        verdict = validate_line(feed, value, start, end)
         values = verdict.values if verdict.values is not None else (None,) * width
-        return (*values, verdict.reason, verdict.detail, line[:QUARANTINE_RECORD_CHARS], len(value))
+        return (*values, verdict.reason, verdict.detail, record_text(value), len(value))
 
-    return _map_lines(spark, root, files, _feed_schema(feed), check)
+    return _map_lines(spark, staged, _feed_schema(feed), check)
 
 
-def mark_duplicates(valid: DataFrame, key: str, previous: DataFrame | None = None) -> DataFrame:
-    """``valid`` with ``reason``/``detail`` set on duplicates, null on the rows to load.
+def mark_duplicates(
+    valid: DataFrame, key: str, previous: DataFrame | None = None, newest: str | None = None
+) -> DataFrame:
+    """``valid`` with ``reason``/``detail`` set on the rows not to load, null on the rows to load.
 
-    The first occurrence of each ``key`` (by file, line) is kept, later ones are ``duplicate_id``;
-    a key of ``previous`` (rows already in the table, from other files) is a ``duplicate_id`` too.
+    One row per ``key`` is kept: the first by (file, line), the others are ``duplicate_id``; with
+    ``newest`` (a timestamp column, for upserted feeds) the one with the newest value, the later line
+    among equals, and rows with an older value are ``superseded``. A key of ``previous`` (rows already in
+    the table, from other files) is a ``duplicate_id`` too.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    w = Window.partitionBy(key).orderBy("source_file", "source_line")
+    if newest is None:
+        order = [F.col("source_file"), F.col("source_line")]
+    else:
+        order = [F.col(newest).desc_nulls_last(), F.col("source_file").desc(), F.col("source_line").desc()]
+    w = Window.partitionBy(key).orderBy(*order)
     ranked = (
         valid.withColumn("_rank", F.row_number().over(w))
-        .withColumn("_first_file", F.first("source_file").over(w))
-        .withColumn("_first_line", F.first("source_line").over(w))
+        .withColumn("_keep_file", F.first("source_file").over(w))
+        .withColumn("_keep_line", F.first("source_line").over(w))
     )
-    again = F.format_string("%s %s first seen at %s:%d", F.lit(key), F.col(key), "_first_file", "_first_line")
     is_dup = F.col("_rank") > 1
+    reason = F.when(is_dup, F.lit("duplicate_id"))
+    if newest is None:
+        again = F.format_string("%s %s first seen at %s:%d", F.lit(key), F.col(key), "_keep_file", "_keep_line")
+    else:
+        ranked = ranked.withColumn("_keep_ts", F.first(newest).over(w))
+        older = F.col("_keep_ts").isNotNull() & (F.col(newest).isNull() | (F.col(newest) < F.col("_keep_ts")))
+        reason = F.when(is_dup & older, F.lit("superseded")).otherwise(reason)
+        again = F.format_string(
+            "%s %s: the version at %s:%d (%s %s) is kept",
+            F.lit(key),
+            F.col(key),
+            "_keep_file",
+            "_keep_line",
+            F.lit(newest),
+            F.coalesce(F.col("_keep_ts").cast("string"), F.lit("unset")),
+        )
     detail = F.when(is_dup, again)
     if previous is not None:
         first = F.min(F.struct("source_file", "source_line")).alias("_prev")
         seen = previous.groupBy(key).agg(first).select(key, "_prev.source_file", "_prev.source_line")
         ranked = ranked.join(seen.toDF(key, "_prev_file", "_prev_line"), key, "left")
         known = F.format_string("%s %s already ingested from %s:%d", F.lit(key), F.col(key), "_prev_file", "_prev_line")
-        detail = detail.when(F.col("_prev_file").isNotNull(), known)
-        is_dup = is_dup | F.col("_prev_file").isNotNull()
-    marked = ranked.withColumn("reason", F.when(is_dup, F.lit("duplicate_id"))).withColumn("detail", detail)
+        reason = F.when(F.col("_prev_file").isNotNull(), F.lit("duplicate_id")).otherwise(reason)
+        detail = F.when(F.col("_prev_file").isNotNull(), known).otherwise(detail)
+    marked = ranked.withColumn("reason", reason).withColumn("detail", detail)
     return marked.select(valid.columns if "reason" in valid.columns else [*valid.columns, "reason", "detail"])
 
 
@@ -381,6 +386,15 @@ def merge_by_key(
     return {"inserted": inserted, "updated": updated, "unchanged": total - inserted - updated}
 
 
+def skipped_file_rows(
+    spark: SparkSession, feed: str, skipped: tuple[SkippedFile, ...], job: str, start: datetime, end: datetime
+) -> DataFrame:
+    """One ``raw.quarantine`` row per file not read: ``source_line`` 0 (the whole file), no record."""
+    schema = spark.table("raw.quarantine").schema
+    rows = [(job, start, end, feed, f.relative, 0, f.reason, f.detail, None, f.size) for f in skipped]
+    return spark.createDataFrame(rows, schema)
+
+
 def _metrics(job: str, run_id: str, result: IngestResult) -> TaskMetrics:
     return TaskMetrics(
         job,
@@ -395,6 +409,37 @@ def _metrics(job: str, run_id: str, result: IngestResult) -> TaskMetrics:
     )
 
 
+def _ingest_feed(
+    spark: SparkSession, feed: str, staged: dict[str, str], start: datetime, end: datetime, result: IngestResult
+) -> DataFrame:
+    """Validate, de-duplicate and load one feed's staged files; fills ``result``, returns the rejected rows."""
+    from pyspark.sql import functions as F
+
+    parsed = parse(spark, staged, feed, start, end)
+    key = ID_FIELD[feed]
+    valid, rejected = parsed.where(F.col("reason").isNull()), parsed.where(F.col("reason").isNotNull())
+    # events overwrite their interval: rows other files put there stay, and their ids are known
+    retained = retained_events(spark, sorted(staged.values()), start, end) if feed == "events" else None
+    known = None if retained is None or retained.isEmpty() else retained  # usually empty: no join then
+    newest = "updated_ts" if feed == "places" else None
+    # every line once, with its verdict: materialised, then counted in one job
+    classified = rejected.unionByName(mark_duplicates(valid, key, known, newest)).localCheckpoint()
+    counts = _counts_by_reason(classified)
+    result.read[feed] = sum(counts.values())
+    result.quarantined[feed] = {str(reason): n for reason, n in counts.items() if reason is not None}
+    fresh = classified.where(F.col("reason").isNull())
+    if retained is not None:
+        load_events(spark, fresh, retained, start, end)
+        result.written[feed] = counts.get(None, 0)
+    else:
+        merged = merge_by_key(spark, FEED_TABLE[feed], key, fresh, newer=newest)
+        # Every unique valid record is now in the table (new, updated or already identical),
+        # so a rerun reports the same figure; the breakdown says what changed.
+        result.written[feed] = sum(merged.values())
+        result.merged[feed] = merged
+    return classified.where(F.col("reason").isNotNull())
+
+
 def run_ingest(
     spark: SparkSession,
     landing: Path,
@@ -404,63 +449,79 @@ def run_ingest(
     job: str = JOB,
 ) -> IngestResult:
     """Ingest every feed's landing files for ``[start, end)``; see the module docstring."""
-    from pyspark.sql import functions as F
-
     from placerec.catalog import ensure_tables_once
+    from placerec.settings import get_settings
 
     if start.tzinfo is None or end.tzinfo is None or not start < end:
         raise ValueError(f"interval must be aware and non-empty: [{start}, {end})")
     began = time.monotonic()
     ensure_tables_once()
-    result = IngestResult(start, end)
-    files = {feed: landing_files(landing, feed, start, end) for feed in FEEDS}
-    result.files = {feed: len(f) for feed, f in files.items()}
-    if not any(files.values()):
-        # Nothing delivered: leave the tables alone rather than erase an interval ingested before.
-        log.warning("no landing files under %s for [%s, %s); nothing written", landing, start, end)
-        result.skipped = True
+    home = get_settings().home
+    with commit.ingest_lock(home) as lock:
+        result = IngestResult(start, end)
+        listings = {feed: list_landing(landing, feed, start, end) for feed in FEEDS}
+        result.files = {feed: len(listing.read) for feed, listing in listings.items()}
+        result.files_skipped = {feed: _reasons(listing) for feed, listing in listings.items()}
+        for feed, listing in listings.items():
+            for f in listing.skipped:
+                log.warning("%s: not read: %s (%s: %s)", feed, f.relative, f.reason, f.detail)
+        if not any(listing.read for listing in listings.values()):
+            # Nothing to read: leave the tables alone rather than erase an interval ingested before.
+            log.warning("no landing files to read under %s for [%s, %s); nothing written", landing, start, end)
+            result.skipped = True
+            result.seconds = time.monotonic() - began
+            record_metrics(_metrics(job, run_id, result))
+            return result
+        result.restored = commit.prepare(spark, lock.unfinished)
+        lock.begin(run_id, start, end)
+        staging = home / "staging" / job / f"{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}"
+        try:
+            rejected = _load_feeds(spark, listings, staging, start, end, job, result)
+            # the one commit that makes the interval visible: quarantine rows + the tables' snapshot ids
+            write_quarantine(rejected, job, start, options=commit.commit_option(start, end, run_id))
+            lock.finish()
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         result.seconds = time.monotonic() - began
         record_metrics(_metrics(job, run_id, result))
-        return result
+    log.info("ingested %s", json.dumps(result.as_dict(), sort_keys=True))
+    return result
 
-    quarantine_parts = []
+
+def _reasons(listing: Listing) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for f in listing.skipped:
+        out[f.reason] = out.get(f.reason, 0) + 1
+    return out
+
+
+def _load_feeds(
+    spark: SparkSession,
+    listings: dict[str, Listing],
+    staging: Path,
+    start: datetime,
+    end: datetime,
+    job: str,
+    result: IngestResult,
+) -> DataFrame:
+    """Load each feed that has files to read; returns every quarantine row of the interval (lines, files)."""
+    began = time.monotonic()
+    parts = []
     for feed in FEEDS:
-        if not files[feed]:  # nothing delivered for this feed: its table stays as it is
+        listing = listings[feed]
+        if listing.skipped:
+            parts.append(skipped_file_rows(spark, feed, listing.skipped, job, start, end))
+        if not listing.read:  # nothing to read for this feed: its table stays as it is
             result.read[feed], result.written[feed], result.quarantined[feed] = 0, 0, {}
             if feed != "events":
                 result.merged[feed] = {"inserted": 0, "updated": 0, "unchanged": 0}
             continue
-        rel_files = [str(p.resolve().relative_to(landing.resolve())) for p in files[feed]]
-        parsed = parse(spark, landing, files[feed], feed, start, end)
-        key = ID_FIELD[feed]
-        valid, rejected = parsed.where(F.col("reason").isNull()), parsed.where(F.col("reason").isNotNull())
-        # events overwrite their interval: rows other files put there stay, and their ids are known
-        retained = retained_events(spark, rel_files, start, end) if feed == "events" else None
-        known = None if retained is None or retained.isEmpty() else retained  # usually empty: no join then
-        # every line once, with its verdict: materialised, then counted in one job
-        classified = rejected.unionByName(mark_duplicates(valid, key, known)).localCheckpoint()
-        counts = _counts_by_reason(classified)
-        result.read[feed] = sum(counts.values())
-        result.quarantined[feed] = {str(reason): n for reason, n in counts.items() if reason is not None}
-        fresh = classified.where(F.col("reason").isNull())
-        if retained is not None:
-            load_events(spark, fresh, retained, start, end)
-            result.written[feed] = counts.get(None, 0)
-        else:
-            merged = merge_by_key(spark, FEED_TABLE[feed], key, fresh, newer="updated_ts" if feed == "places" else None)
-            # Every unique valid record is now in the table (new, updated or already identical),
-            # so a rerun reports the same figure; the breakdown says what changed.
-            result.written[feed] = sum(merged.values())
-            result.merged[feed] = merged
-        quarantine_parts.append(quarantine_rows(classified.where(F.col("reason").isNotNull()), feed, job, start, end))
-        log.info(
-            "%s: %d read, %d written in %.1fs", feed, result.read[feed], result.written[feed], time.monotonic() - began
-        )
-    all_q = quarantine_parts[0]
-    for q in quarantine_parts[1:]:
-        all_q = all_q.unionByName(q)
-    write_quarantine(all_q, job, start)
-    result.seconds = time.monotonic() - began
-    record_metrics(_metrics(job, run_id, result))
-    log.info("ingested %s", json.dumps(result.as_dict(), sort_keys=True))
-    return result
+        staged = stage(list(listing.read), staging / feed)
+        rejected = _ingest_feed(spark, feed, staged, start, end, result)
+        parts.append(quarantine_rows(rejected, feed, job, start, end))
+        seconds = time.monotonic() - began
+        log.info("%s: %d read, %d written in %.1fs", feed, result.read[feed], result.written[feed], seconds)
+    out = parts[0]
+    for part in parts[1:]:
+        out = out.unionByName(part)
+    return out

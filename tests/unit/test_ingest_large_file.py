@@ -1,0 +1,99 @@
+"""One landing file larger than the Spark driver's whole memory setting ingests, a line at a time.
+
+A Spark of its own (the classic road, in a child process) with a 512 MB driver heap, where every task
+runs too (local mode), reads a 600 MB file of valid reviews: each line lands. Had any step held the
+file whole (as the old whole-file reader did), the heap could not have. The peak resident memory of
+each process is printed for the record (the JVM's includes its off-heap Arrow buffers and code).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from placerec.settings import PROJECT_ROOT
+
+pytestmark = pytest.mark.reliability
+
+DRIVER_MEMORY_MB = 512
+FILE_MB = 600
+
+CHILD = """
+import json, sys
+from datetime import datetime
+from pathlib import Path
+from placerec.ingest.job import run_ingest
+from placerec.spark import get_spark
+
+spark = get_spark("large-file")
+r = run_ingest(spark, Path(sys.argv[1]), datetime.fromisoformat(sys.argv[2]), datetime.fromisoformat(sys.argv[3]))
+print("RESULT " + json.dumps({"read": r.read, "written": r.written, "quarantined": r.quarantined}))
+"""
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_a_file_larger_than_the_driver_memory_streams_through(unit_home: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "landing" / "reviews" / "dt=2026-12-20"
+    folder.mkdir(parents=True)
+    text = "분위기 좋고 음식이 맛있어요 " * 110  # ~1,700 characters, ~4.4 KB in UTF-8
+    base = {"place_id": "lp1", "user_id": "lu", "rating": 5, "ts": "2026-12-20T12:00:00+00:00", "text": text}
+    path = folder / "reviews-0000.jsonl"
+    lines = 0
+    with path.open("wb") as out:
+        while out.tell() < FILE_MB * 1024 * 1024:
+            chunk = b"".join(
+                json.dumps({**base, "review_id": f"lr{lines + i}"}, ensure_ascii=False).encode() + b"\n"
+                for i in range(1000)
+            )
+            out.write(chunk)
+            lines += 1000
+    size_mb = path.stat().st_size / 1024 / 1024
+    assert size_mb > DRIVER_MEMORY_MB
+    env = {
+        **os.environ,
+        "PLACEREC_HOME": str(unit_home),
+        "PLACEREC_SPARK_REMOTE": "classic",
+        "PLACEREC_SPARK_DRIVER_MEMORY": f"{DRIVER_MEMORY_MB}m",
+    }
+    start, end = datetime(2026, 12, 20, tzinfo=timezone.utc), datetime(2026, 12, 21, tzinfo=timezone.utc)
+    argv = [sys.executable, "-c", CHILD, str(tmp_path / "landing"), start.isoformat(), end.isoformat()]
+    proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak: dict[int, float] = {}
+    try:
+        while proc.poll() is None:
+            for child in _descendants(proc.pid):
+                try:
+                    peak[child] = max(peak.get(child, 0.0), _peak_rss_mb(child))
+                except OSError:
+                    pass
+            try:
+                proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    result = json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert result["read"]["reviews"] == lines and result["written"]["reviews"] == lines, result
+    top = sorted(peak.values(), reverse=True)[:3]
+    print(f"\n{size_mb:.0f} MB file, {lines} lines, driver heap {DRIVER_MEMORY_MB} MB: peak RSS (MB) {top}")
+
+
+def _descendants(pid: int) -> list[int]:
+    from placerec.dev.process import descendants
+
+    return [pid, *descendants(pid)]
