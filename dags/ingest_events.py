@@ -2,19 +2,22 @@
 ### ingest_events
 
 Daily ingestion of behaviour logs. For the run's data interval it reads the landing files that
-log shippers delivered (`<landing>/{events,reviews,places}/dt=YYYY-MM-DD/*.jsonl`), validates
-every line, de-duplicates by id (also against rows already ingested for the interval from other
-files), and then
+log shippers delivered (`<landing>/{events,reviews,places}/dt=YYYY-MM-DD/*.jsonl`; temp files,
+symlinks and other entries are skipped, each with its reason), validates every line (any bytes: a
+row or a reason), de-duplicates by id (also against rows already ingested for the interval from
+other files), and then
 
 * overwrites the interval of `raw.events`,
 * MERGEs `raw.reviews` (by review_id) and `raw.places` (by place_id, newest wins),
-* replaces the interval's rows in `raw.quarantine` (file, line, reason, detail for every reject),
-* records rows read / written / quarantined and seconds in `ops.task_metrics`,
+* replaces the interval's rows in `raw.quarantine` (file, line, reason, detail for every reject;
+  every file not read) in the commit that makes the whole interval visible to readers at once,
+* records rows read / written / quarantined, files skipped and seconds in `ops.task_metrics`,
 
 and announces the `raw.*` Assets (which start `enrich_reviews`) only when it found landing files.
 
-Reruns and backfills of an interval give the same rows. An interval with no landing files is
-left untouched. Same code as `placerec ingest-events --start <ds>` at a shell.
+Reruns and backfills of an interval give the same rows; a killed run leaves the previous state
+visible and is completed by its retry. An interval with no landing files is left untouched.
+Same code as `placerec ingest-events --start <ds>` at a shell.
 """
 
 from __future__ import annotations

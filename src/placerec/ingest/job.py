@@ -252,8 +252,8 @@ def mark_duplicates(
     """``valid`` with ``reason``/``detail`` set on the rows not to load, null on the rows to load.
 
     One row per ``key`` is kept: the first by (file, line), the others are ``duplicate_id``; with
-    ``newest`` (a timestamp column, for upserted feeds) the one with the newest value, the later line
-    among equals, and rows with an older value are ``superseded``. A key of ``previous`` (rows already in
+    ``newest`` (a timestamp column, for upserted feeds) the one with the newest value, the first among
+    equals, and rows with an older value are ``superseded``. A key of ``previous`` (rows already in
     the table, from other files) is a ``duplicate_id`` too.
     """
     from pyspark.sql import Window
@@ -262,7 +262,7 @@ def mark_duplicates(
     if newest is None:
         order = [F.col("source_file"), F.col("source_line")]
     else:
-        order = [F.col(newest).desc_nulls_last(), F.col("source_file").desc(), F.col("source_line").desc()]
+        order = [F.col(newest).desc_nulls_last(), F.col("source_file"), F.col("source_line")]
     w = Window.partitionBy(key).orderBy(*order)
     ranked = (
         valid.withColumn("_rank", F.row_number().over(w))
