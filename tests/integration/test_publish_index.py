@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from placerec.dev import opensearch
+from placerec.ingest.commit import mark_committed
 from placerec.serve import indices, publish, query
 from placerec.serve.client import opensearch_client
 from placerec.settings import Settings, get_settings
@@ -149,6 +150,8 @@ def inputs(spark: Any) -> dict[str, Any]:
             }
         ],
     )
+    # raw.* is read as of the last ingest commit: these fixture rows are committed as they are
+    mark_committed(spark, START, END, "pubtest-fixture")
     # other tests of the session may have put places of their own in the shared catalogue
     n_places = spark.table("raw.places").select("place_id").distinct().count()
     return {"warm": warm, "cold": cold, "recs": recs, "vectors": vectors, "places": places, "meta": meta, "n": n_places}
@@ -396,3 +399,94 @@ def test_an_interrupted_build_is_never_served_and_a_rerun_cleans_it_up(
     assert again["status"] == "unchanged" and again["orphans_deleted"] == [orphan]
     assert index_names(settings) == {indices.index_name(settings, f, first["version"]) for f in indices.FAMILIES}
     assert versions(settings)[orphan] == "failed"
+
+
+class SecondNode:
+    """A second real OpenSearch node, so this test may stop one without disturbing the shared one: its own
+    state folder (under the services' home, which the node's user can reach) and port, the distribution
+    `dev up` installed, started and stopped by the real `placerec dev up/down --only opensearch`."""
+
+    def __init__(self) -> None:
+        import socket
+
+        from ..conftest import SERVICE_HOME
+
+        self.home = SERVICE_HOME / f"test-node-{uuid.uuid4().hex[:8]}"
+        (self.home / "opensearch").mkdir(parents=True)
+        (self.home / "cache").symlink_to(SERVICE_HOME / "cache", target_is_directory=True)
+        (self.home / "opensearch" / "dist").symlink_to(SERVICE_HOME / "opensearch" / "dist", target_is_directory=True)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    def cli(self, *args: str) -> None:
+        import os
+        import subprocess
+        import sys
+
+        env = {**os.environ, "PLACEREC_HOME": str(self.home), "PLACEREC_OPENSEARCH_URL": self.url}
+        env["PLACEREC_OPENSEARCH_HEAP"] = "512m"
+        placerec = str(Path(sys.executable).with_name("placerec"))
+        subprocess.run([placerec, "dev", *args, "--only", "opensearch"], env=env, check=True, timeout=300)
+
+    def kill(self) -> None:
+        """SIGKILL the node's whole process group: stopped at once, mid-request."""
+        import os
+        import signal
+
+        from placerec.dev.process import read_pid_file
+
+        rec = read_pid_file(self.home / "run" / "opensearch.pid")
+        assert rec is not None
+        os.killpg(os.getpgid(rec.pid), signal.SIGKILL)
+
+    def remove(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+@pytest.mark.reliability
+def test_a_node_stopped_mid_publish_leaves_the_alias_and_the_retry_succeeds(
+    spark: Any, inputs: dict[str, Any], settings: Settings
+) -> None:
+    import time
+    import urllib.request
+
+    node = SecondNode()
+    try:
+        node.cli("up")
+        s = dataclasses.replace(settings, opensearch_url=node.url, publish_max_retries=1, opensearch_timeout_s=10.0)
+        first = run(spark, s)
+        stopped = threading.Event()
+
+        def stop_when_the_build_starts() -> None:  # the first index of the next version appears: kill the node
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                url = f"{node.url}/_cat/indices/{s.index_prefix}-*?format=json&h=index"
+                with urllib.request.urlopen(url, timeout=5) as answer:
+                    if len(json.loads(answer.read())) > len(indices.FAMILIES):
+                        node.kill()
+                        stopped.set()
+                        return
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=stop_when_the_build_starts, daemon=True)
+        watcher.start()
+        with pytest.raises(publish.PublishError, match="unreachable"):
+            run(spark, s, force=True)
+        watcher.join(timeout=30)
+        assert stopped.is_set(), "the node was never stopped"
+        node.cli("up")  # back: the alias is where it was, the half-built version is not served
+        assert publish.live_version(opensearch_client(s), s) == first["version"]
+        statuses = versions(s)
+        half_built = [v for v, st in statuses.items() if v != first["version"]]
+        assert len(half_built) == 1 and statuses[half_built[0]] == "failed", statuses
+        again = run(spark, s, force=True)  # the retry
+        assert again["status"] == "live" and publish.live_version(opensearch_client(s), s) == again["version"]
+        assert opensearch_client(s).count(index=indices.alias_name(s, "places"))["count"] == inputs["n"]
+    finally:
+        try:
+            node.cli("down")
+        finally:
+            node.remove()

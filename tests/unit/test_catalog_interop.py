@@ -111,3 +111,44 @@ def test_concurrent_reruns_of_one_job_keep_every_interval_row(spark) -> None:  #
         ("rerun", 100 + d) for d in range(1, 19) if d != 4
     ]
     assert [(r.run_id, r.rows_read) for r in rows if r.interval_start.day == 4] == [("again", 4)]
+
+
+@pytest.mark.reliability
+def test_two_spark_writers_committing_to_one_table_at_once_lose_nothing(spark) -> None:  # type: ignore[no-untyped-def]
+    """Two jobs' sessions replace their own quarantine rows in ``raw.quarantine`` at the same moments:
+    Iceberg refuses the later commit of each race and Spark makes it again; every row of both is there."""
+    import threading
+
+    from placerec.ops import write_quarantine
+    from placerec.spark import get_spark
+
+    ensure_tables(get_catalog())
+    schema = spark.table("raw.quarantine").schema
+    rounds, barrier, errors = 4, threading.Barrier(2), []
+
+    # a session per writer: the test's own and a second one (not stopped here: in a Connect client, stopping
+    # a session also ends the process's active one, which the rest of the test session uses)
+    sessions = {"race_a": spark, "race_b": get_spark("writer-race_b")}
+
+    def writer(job: str) -> None:
+        session = sessions[job]
+        try:
+            for r in range(rounds):
+                day = _november(20)
+                rows = [(job, day, _november(21), "events", f"f{r}", n, "invalid_json", "x", "{", 1) for n in range(50)]
+                df = session.createDataFrame(rows, schema)
+                barrier.wait(timeout=120)
+                write_quarantine(df, job, day)
+        except Exception as exc:  # reported below: a thread's exception would otherwise vanish
+            errors.append(f"{job}: {exc}")
+            barrier.abort()
+
+    threads = [threading.Thread(target=writer, args=(job,)) for job in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert errors == []
+    got = spark.table("raw.quarantine").where("job IN ('race_a', 'race_b')").groupBy("job", "source_file").count()
+    # each job's last round replaced its earlier ones: 50 rows of file f3 each, nothing else
+    assert sorted(tuple(r) for r in got.collect()) == [("race_a", "f3", 50), ("race_b", "f3", 50)]

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from placerec.enrich.budget import Budget, BudgetExhausted
+from placerec.enrich.grounding import Dropped, ground
 from placerec.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # openai takes a second to import: only an extractor that calls an LLM needs it
@@ -158,6 +159,8 @@ class LLMUsage:
     retries: int = 0
     repairs: int = 0
     rejected: int = 0
+    ungrounded: int = 0
+    """Keywords dropped after extraction because the review does not ground them (``enrich.grounding``)."""
     tokens_in: int = 0
     tokens_out: int = 0
     seconds: float = 0.0
@@ -236,6 +239,10 @@ def validate_keywords(content: str | None, review: str) -> tuple[Keyword, ...]:
             Keyword(item["term"].strip(), item["aspect"], item["sentiment"], float(weight), item["evidence"])
         )
     return tuple(keywords)
+
+
+def _dropped(dropped: tuple[Dropped, ...]) -> str:
+    return ", ".join(f"{d.keyword.term!r:.40} ({d.reason})" for d in dropped)
 
 
 def estimate_tokens(text: str) -> int:
@@ -531,6 +538,10 @@ class KeywordExtractor:
             self._count(rejected=1)
             log.warning("LLM keywords rejected after %d request(s): %s", spent.attempts, reason)
             return KeywordResult((), self.model, self.prompt_version, *self._spent(spent), error=reason)
+        keywords, dropped = ground(keywords, text)
+        if dropped:
+            self._count(ungrounded=len(dropped))
+            log.info("dropped %d keyword(s) the review does not ground: %s", len(dropped), _dropped(dropped))
         return KeywordResult(keywords, self.model, self.prompt_version, *self._spent(spent))
 
     @staticmethod

@@ -42,6 +42,7 @@ import numpy as np
 from kiwipiepy import Kiwi
 
 from placerec.enrich.embeddings import EmbeddingClient, EmbeddingError
+from placerec.enrich.grounding import ground
 from placerec.enrich.llm import (
     ASPECTS,
     MAX_KEYWORDS,
@@ -832,7 +833,7 @@ class LocalKeywordExtractor:
             results: list[KeywordResult] = []
             for i in range(0, len(texts), _CHUNK_REVIEWS):
                 results.extend(self._chunk(texts[i : i + _CHUNK_REVIEWS]))
-            return results
+            return [self._grounded(result, text) for result, text in zip(results, texts, strict=True)]
         finally:
             self._count(reviews=len(texts), seconds=time.monotonic() - started)
 
@@ -840,6 +841,16 @@ class LocalKeywordExtractor:
         with self._lock:
             for name, amount in amounts.items():
                 setattr(self._usage, name, getattr(self._usage, name) + amount)
+
+    def _grounded(self, result: KeywordResult, text: str) -> KeywordResult:
+        """``result`` without the keywords the review does not ground (words of a sentence addressing a model)."""
+        if not result.keywords:
+            return result
+        kept, dropped = ground(result.keywords, text)
+        if not dropped:
+            return result
+        self._count(ungrounded=len(dropped))
+        return replace(result, keywords=kept)
 
     def _call_embed(self, texts: list[str]) -> list[list[float]]:
         self._count(calls=1)

@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import opensearchpy
 
 from placerec.serve import indices
 from placerec.serve.client import opensearch_client
@@ -589,7 +590,10 @@ def run_publish_index(
     client = opensearch_client(s)
     details: dict[str, Any] = {"model_version": model_version, "publish_key": sources.key, "dry_run": dry_run}
 
-    live = live_version(client, s)
+    try:
+        live = live_version(client, s)
+    except opensearchpy.exceptions.ConnectionError as exc:
+        raise PublishError(f"OpenSearch at {s.opensearch_url} is unreachable, nothing changed: {exc}") from None
     details["orphans_deleted"] = delete_orphans(client, s, live)
     if live and live.endswith("-" + sources.key) and not force and not dry_run:
         details.update(version=live, status="unchanged", reason="the live version was built from these inputs")
@@ -608,7 +612,11 @@ def run_publish_index(
         try:
             build(client, sources, docs, names, expected, details, s)
         except Exception as exc:
-            delete_version(client, version, s)
+            try:
+                delete_version(client, version, s)
+            except opensearchpy.exceptions.ConnectionError as gone:  # the node went away mid-build
+                log.warning("could not delete the half-built %s (%s): the next run deletes it", version, gone)
+                exc = PublishError(f"OpenSearch at {s.opensearch_url} became unreachable during the build: {exc}")
             status = "rejected" if "validation failed" in str(exc) else "failed"
             details.update(status=status, reason=str(exc)[:1000])
             record_versions(version, sources, status, details, s)
