@@ -6,6 +6,7 @@ for the scheduler to finish them; the same calls a person makes in the UI.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,14 +37,54 @@ class RunState:
 
 
 class AirflowApi:
-    """REST calls against ``settings.airflow_url`` (no login: the dev instance runs all-admins)."""
+    """REST calls against ``settings.airflow_url``: no login in dev mode (all admins), else signed in as
+    ``airflow_username`` (a JWT from ``/auth/token``, taken once and again when refused)."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.base = (settings or get_settings()).airflow_url + "/api/v2"
+        self.settings = settings or get_settings()
+        self.base = self.settings.airflow_url + "/api/v2"
+        self._token: str | None = None
+
+    def _headers(self, renew: bool = False) -> dict[str, str]:
+        if self.settings.dev_mode:
+            return {}
+        if self._token is None or renew:
+            self._token = self._sign_in()
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def _sign_in(self) -> str:
+        s = self.settings
+        password = s.airflow_password
+        if not password:
+            from placerec.dev.airflow import passwords_file
+
+            try:
+                password = json.loads(passwords_file(s).read_text()).get(s.airflow_username, "")
+            except (OSError, ValueError):
+                password = ""
+        if not password:
+            raise AirflowError(f"no password for Airflow user {s.airflow_username!r}: set PLACEREC_AIRFLOW_PASSWORD")
+        try:
+            answer = request_json(
+                s.airflow_url + "/auth/token",
+                method="POST",
+                body={"username": s.airflow_username, "password": password},
+                timeout=30.0,
+            )
+        except ProbeError as exc:
+            raise AirflowError(f"signing in to Airflow as {s.airflow_username!r} failed: {exc}") from None
+        return str(answer["access_token"])
 
     def _call(self, path: str, method: str = "GET", body: Any = None, timeout: float = 30.0) -> Any:
         try:
-            return request_json(self.base + path, method=method, body=body, timeout=timeout)
+            url = self.base + path
+            try:
+                return request_json(url, method=method, body=body, timeout=timeout, headers=self._headers())
+            except ProbeError as exc:
+                if "HTTP 401" not in str(exc) or self.settings.dev_mode:
+                    raise
+                headers = self._headers(renew=True)  # the token expired: sign in again, once
+                return request_json(url, method=method, body=body, timeout=timeout, headers=headers)
         except ProbeError as exc:
             raise AirflowError(str(exc)) from exc
 

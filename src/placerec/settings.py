@@ -166,6 +166,14 @@ class Settings:
 
     airflow_host: str = "127.0.0.1"
     airflow_port: int = 8080
+    dev_mode: bool = True
+    """Development mode: Airflow asks no login (every visitor is an admin), so ``dev up`` keeps every
+    service on loopback. Off: Airflow's UI and API need a login (``airflow_username`` with
+    ``airflow_password``, or the password Airflow generates into its home), the API client signs in, and
+    Airflow alone may listen beyond loopback."""
+    airflow_username: str = "admin"
+    airflow_password: str = field(default="", repr=False)
+    """Secret: the Airflow user's password outside dev mode; empty means the one Airflow generates."""
 
     iceberg_version: str = "1.10.0"
     spark_scala: str = "4.0_2.13"

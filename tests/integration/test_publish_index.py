@@ -381,6 +381,14 @@ def test_tls_and_basic_auth_without_leaking_the_password(
 
     metrics = get_catalog().load_table("ops.task_metrics").scan(row_filter="job = 'publish_index'").to_arrow()
     assert secret not in json.dumps(metrics.to_pylist(), default=str)
+    # and nowhere else: no table's rows or metadata, no file of either state folder, no Spark process
+    from ..conftest import SERVICE_HOME
+    from ..secret_sweep import in_files, in_processes, in_tables, spark_server_pids
+
+    home = get_settings().home
+    assert in_tables([secret], get_catalog()) == []
+    assert in_files([secret], [home, SERVICE_HOME / "logs", SERVICE_HOME / "spark"]) == []
+    assert in_processes([secret], spark_server_pids(SERVICE_HOME)) == []
 
 
 def test_an_interrupted_build_is_never_served_and_a_rerun_cleans_it_up(

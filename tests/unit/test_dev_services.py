@@ -501,3 +501,40 @@ def test_the_python_daemon_ends_only_after_it_has_been_without_workers_for_the_i
     assert done.returncode == -signal.SIGTERM
     assert took >= 2.5  # 1.5 s with a worker alive, then 1 s idle
     assert took < 15
+
+
+@pytest.mark.parametrize(
+    ("change", "refused"),
+    [
+        ({}, []),
+        ({"airflow_host": "0.0.0.0"}, ["airflow"]),  # what is refused
+        ({"airflow_host": "0.0.0.0", "dev_mode": False}, []),  # Airflow asks for a login
+        ({"airflow_host": "airflow.example.com", "dev_mode": False}, []),
+        ({"embeddings_host": "192.168.1.20", "dev_mode": False}, ["embeddings"]),  # no auth, ever
+        ({"opensearch_url": "http://10.0.0.5:9200"}, ["opensearch"]),
+        ({"airflow_host": "localhost", "embeddings_host": "::1", "opensearch_url": "http://[::1]:9200"}, []),
+    ],
+)
+def test_dev_up_refuses_a_service_beyond_loopback_without_auth(
+    settings: Settings, change: dict[str, object], refused: list[str]
+) -> None:
+    s = dataclasses.replace(settings, **change)  # type: ignore[arg-type]
+    problems = services.exposure_problems(s, list(services.SERVICES))
+    assert [p.split(" ", 1)[0] for p in problems] == refused
+    if refused:
+        with pytest.raises(services.ServiceError, match="beyond loopback"):
+            services._up(s, list(services.SERVICES))
+        assert not (s.home / "run").exists(), "nothing was started or prepared"
+
+
+def test_airflow_asks_for_a_login_outside_dev_mode(settings: Settings) -> None:
+    assert airflow.airflow_env(settings)["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] == "True"
+    closed = dataclasses.replace(settings, dev_mode=False, airflow_password="pw-" + "x" * 12)
+    env = airflow.airflow_env(closed)
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] == "False"
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
+    assert closed.airflow_password not in json.dumps(env)  # the password goes to a file, not the environment
+    airflow.write_password(closed)
+    path = airflow.passwords_file(closed)
+    assert json.loads(path.read_text()) == {"admin": closed.airflow_password}
+    assert path.stat().st_mode & 0o777 == 0o600

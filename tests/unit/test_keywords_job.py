@@ -163,6 +163,15 @@ def test_every_review_ends_in_features_or_quarantine_under_faults(spark, unit_ho
     assert len(metrics) == 1 and metrics[0]["calls"] == 0 and metrics[0]["cache_hits"] == len(set(texts))
     rendered = json.dumps([run.as_dict(), again.as_dict()], default=str)
     assert SECRET not in rendered
+    # nowhere else either: no table's rows or metadata, no file of the state folders, no Spark process
+    from placerec.catalog import get_catalog
+
+    from ..conftest import SERVICE_HOME
+    from ..secret_sweep import in_files, in_processes, in_tables, spark_server_pids
+
+    assert in_tables([SECRET], get_catalog()) == []
+    assert in_files([SECRET], [unit_home, SERVICE_HOME / "logs", SERVICE_HOME / "spark"]) == []
+    assert in_processes([SECRET], spark_server_pids(SERVICE_HOME)) == []
 
 
 def test_transient_failures_are_quarantined_then_recovered(spark, unit_home: Path) -> None:  # type: ignore[no-untyped-def]

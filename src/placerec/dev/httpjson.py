@@ -14,7 +14,9 @@ class ProbeError(RuntimeError):
     """The endpoint did not answer, or answered something unusable."""
 
 
-def request_json(url: str, *, method: str = "GET", body: Any = None, timeout: float = 5.0) -> Any:
+def request_json(
+    url: str, *, method: str = "GET", body: Any = None, timeout: float = 5.0, headers: dict[str, str] | None = None
+) -> Any:
     """Send a request (JSON ``body`` if given) and return the decoded JSON response.
 
     Raises ProbeError on connection errors, HTTP errors and non-JSON answers.
@@ -23,6 +25,8 @@ def request_json(url: str, *, method: str = "GET", body: Any = None, timeout: fl
     req = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - loopback service URLs
     if data is not None:
         req.add_header("Content-Type", "application/json")
+    for key, value in (headers or {}).items():
+        req.add_header(key, value)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
             return json.loads(resp.read().decode() or "null")

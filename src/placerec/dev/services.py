@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import logging
 import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
@@ -254,7 +256,41 @@ def up(only: list[str] | None = None) -> None:
         _up(settings, chosen)
 
 
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name: it may resolve anywhere
+        return False
+
+
+def exposure_problems(settings: Settings, chosen: list[Service]) -> list[str]:
+    """Why ``dev up`` must not start ``chosen`` as configured: a service on a non-loopback address with
+    no authentication in front of it. Only Airflow has a login, and only outside dev mode."""
+    hosts = {
+        "airflow": settings.airflow_host,
+        "embeddings": settings.embeddings_host,
+        # the dev node binds 127.0.0.1 whatever the URL says; another host here is a node of someone else's
+        "opensearch": urlsplit(settings.opensearch_url).hostname or "",
+    }
+    problems = []
+    for svc in chosen:
+        host = hosts.get(svc.name)
+        if host is None or _is_loopback(host):
+            continue
+        if svc.name == "airflow" and not settings.dev_mode:
+            continue  # Airflow asks for a login outside dev mode
+        fix = "use 127.0.0.1"
+        if svc.name == "airflow":
+            fix = "set PLACEREC_DEV_MODE=false (Airflow then asks for a login)"
+        problems.append(f"{svc.name} would listen on {host}, beyond loopback, with no authentication: {fix}")
+    return problems
+
+
 def _up(settings: Settings, chosen: list[Service]) -> None:
+    if problems := exposure_problems(settings, chosen):
+        raise ServiceError("refusing to start: " + "; ".join(problems))
     for sub in ("cache", "logs", "run"):
         (settings.home / sub).mkdir(parents=True, exist_ok=True)
     for svc in chosen:
