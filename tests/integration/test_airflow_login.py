@@ -39,7 +39,9 @@ def _status(url: str) -> int:
         return 0
 
 
-def test_outside_dev_mode_airflow_refuses_anonymous_calls_and_the_client_signs_in(tmp_path: Path) -> None:
+def test_outside_dev_mode_airflow_refuses_anonymous_calls_and_the_client_signs_in(
+    tmp_path: Path, record_property: pytest.RecordProperty
+) -> None:
     password = f"pw-{uuid.uuid4().hex}"
     closed = dataclasses.replace(get_settings(), dev_mode=False, airflow_port=_free_port(), airflow_password=password)
     env = airflow_env(closed)
@@ -73,4 +75,7 @@ def test_outside_dev_mode_airflow_refuses_anonymous_calls_and_the_client_signs_i
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
-    assert password not in log.read_text(errors="replace")
+    found = int(password in log.read_text(errors="replace"))
+    record_property("secrets_searched", 1)
+    record_property("secrets_found", found)
+    assert not found

@@ -213,3 +213,52 @@ def test_placerec_airflow_runs_the_cli_against_the_local_instance() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     listed = json.loads(done.stdout[done.stdout.index("[{") :])  # Airflow prints warnings first
     assert {"dag_id": "ingest_events"}.items() <= next(d for d in listed if d["dag_id"] == "ingest_events").items()
+
+
+def _dev(*args: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    placerec = str(Path(sys.executable).with_name("placerec"))
+    env = {**os.environ, "PLACEREC_HOME": str(SERVICE_HOME)}
+    subprocess.run([placerec, "dev", *args, "--only", "airflow"], env=env, check=True, timeout=600)
+
+
+@pytest.mark.reliability
+def test_airflow_restarted_in_the_middle_of_a_backfill(
+    first_run: dict[str, Any], api: AirflowApi, landing, service_settings: Settings, record_property
+) -> None:  # type: ignore[no-untyped-def]
+    """Airflow (scheduler, API server, all of it) stopped and started again while a backfill's ingest task
+    runs: the backfill finishes, no day's task ever ran twice at once, and the tables equal a clean run's."""
+    import itertools
+    import time
+
+    api.set_paused("enrich_reviews", True)
+    api.set_paused("ingest_events", False)
+    for stale in api.active_backfills("ingest_events"):
+        api.wait_backfill(stale["id"], "ingest_events", FIRST, EMPTY, timeout=1800)
+    conf = {"landing": str(landing[0]), "spark_conn_id": ""}
+    backfill_id = api.create_backfill("ingest_events", FIRST, LAST, reprocess="completed", conf=conf)
+    deadline = time.monotonic() + 600
+    while True:  # until the day's ingest task runs (a fresh backfill run: its tries start at 1)
+        runs = [r for r in api.runs("ingest_events", FIRST, LAST) if r.run_type == "backfill"]
+        tis = [t for r in runs for t in api.task_instances("ingest_events", r.run_id)]
+        if any(t["task_id"] == "ingest_landing_files" and t["state"] == "running" for t in tis):
+            break
+        assert time.monotonic() < deadline, "the backfill's ingest task never started"
+        time.sleep(0.5)
+    _dev("down")
+    _dev("up")
+    runs = api.wait_backfill(backfill_id, "ingest_events", FIRST, LAST, timeout=1800)
+    assert {r.state for r in runs} == {"success"}, runs
+    after = table_state(service_settings)
+    for key in ("event_ids", "events_per_day", "reviews", "quarantine"):
+        assert after[key] == first_run[key], key
+    for run in runs:  # the tries of a day's task never overlapped in time
+        tries = api.task_tries("ingest_events", run.run_id, "ingest_landing_files")
+        spans = [(t["start_date"], t["end_date"]) for t in tries if t["start_date"]]
+        assert all(a[1] is not None and a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
+    record_property("faults_injected", 1)
+    record_property("faults_survived", 1)
+    record_property("rows_lost", len(set(first_run["event_ids"]) - set(after["event_ids"])))

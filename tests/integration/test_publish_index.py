@@ -348,8 +348,14 @@ def test_rejected_bulk_requests_are_retried_with_back_off(
     assert details["validation"]["counts"] == {"places": inputs["n"], "recommendations": N_USERS, "users": N_COLD}
 
 
+@pytest.mark.reliability
 def test_tls_and_basic_auth_without_leaking_the_password(
-    spark: Any, inputs: dict[str, Any], settings: Settings, caplog: pytest.LogCaptureFixture, capfd: Any
+    spark: Any,
+    inputs: dict[str, Any],
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+    capfd: Any,
+    record_property: Any,
 ) -> None:
     secret = "s3cret-" + uuid.uuid4().hex
     with OpenSearchProxy(settings.opensearch_url, tls=True, basic_auth=("placerec", secret)) as proxy:
@@ -386,9 +392,12 @@ def test_tls_and_basic_auth_without_leaking_the_password(
     from ..secret_sweep import in_files, in_processes, in_tables, spark_server_pids
 
     home = get_settings().home
-    assert in_tables([secret], get_catalog()) == []
-    assert in_files([secret], [home, SERVICE_HOME / "logs", SERVICE_HOME / "spark"]) == []
-    assert in_processes([secret], spark_server_pids(SERVICE_HOME)) == []
+    found = in_tables([secret], get_catalog())
+    found += in_files([secret], [home, SERVICE_HOME / "logs", SERVICE_HOME / "spark"])
+    found += in_processes([secret], spark_server_pids(SERVICE_HOME))
+    record_property("secrets_searched", 1)
+    record_property("secrets_found", len(found))
+    assert found == []
 
 
 def test_an_interrupted_build_is_never_served_and_a_rerun_cleans_it_up(
@@ -456,7 +465,7 @@ class SecondNode:
 
 @pytest.mark.reliability
 def test_a_node_stopped_mid_publish_leaves_the_alias_and_the_retry_succeeds(
-    spark: Any, inputs: dict[str, Any], settings: Settings
+    spark: Any, inputs: dict[str, Any], settings: Settings, record_property: Any
 ) -> None:
     import time
     import urllib.request
@@ -493,6 +502,8 @@ def test_a_node_stopped_mid_publish_leaves_the_alias_and_the_retry_succeeds(
         again = run(spark, s, force=True)  # the retry
         assert again["status"] == "live" and publish.live_version(opensearch_client(s), s) == again["version"]
         assert opensearch_client(s).count(index=indices.alias_name(s, "places"))["count"] == inputs["n"]
+        record_property("faults_injected", 1)
+        record_property("faults_survived", 1)
     finally:
         try:
             node.cli("down")

@@ -128,7 +128,7 @@ def physical_lines(path: Path) -> int:
     return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
 
 
-def test_a_hostile_day_completes_and_accounts_for_every_line(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_hostile_day_completes_and_accounts_for_every_line(spark, tmp_path: Path, record_property) -> None:  # type: ignore[no-untyped-def]
     root = tmp_path / "landing"
     skipped = hostile_day(root, tmp_path / "outside.jsonl")
     result = run_ingest(spark, root, D1, D2, run_id="hostile")
@@ -151,6 +151,10 @@ def test_a_hostile_day_completes_and_accounts_for_every_line(spark, tmp_path: Pa
         got = {k for k in (*landed, *lines) if k[0] == f.relative}
         assert got == expected, f.relative
     assert sum(physical_lines(f.path) for f in read) == result.rows_read
+    on_disk = sum(physical_lines(f.path) for f in read)
+    record_property("hostile_lines", on_disk)
+    record_property("hostile_files", len(read) + len(skipped))
+    record_property("rows_lost", on_disk - len(set(landed) | set(lines)))
 
     h = f"events/{DAY}/x-hostile.jsonl"
     assert landed[(h, 1)] == "bom" and landed[(h, 4)] == "big-lat"

@@ -44,7 +44,9 @@ def _peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def test_a_file_larger_than_the_driver_memory_streams_through(unit_home: Path, tmp_path: Path) -> None:
+def test_a_file_larger_than_the_driver_memory_streams_through(
+    unit_home: Path, tmp_path: Path, record_property: pytest.RecordProperty
+) -> None:
     folder = tmp_path / "landing" / "reviews" / "dt=2026-12-20"
     folder.mkdir(parents=True)
     text = "분위기 좋고 음식이 맛있어요 " * 110  # ~1,700 characters, ~4.4 KB in UTF-8
@@ -61,8 +63,10 @@ def test_a_file_larger_than_the_driver_memory_streams_through(unit_home: Path, t
             lines += 1000
     size_mb = path.stat().st_size / 1024 / 1024
     assert size_mb > DRIVER_MEMORY_MB
+    # a classic Spark of its own: not the Connect mode pyspark marks in the environment once a process has used it
+    inherited = {k: v for k, v in os.environ.items() if k not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
     env = {
-        **os.environ,
+        **inherited,
         "PLACEREC_HOME": str(unit_home),
         "PLACEREC_SPARK_REMOTE": "classic",
         "PLACEREC_SPARK_DRIVER_MEMORY": f"{DRIVER_MEMORY_MB}m",
@@ -89,6 +93,8 @@ def test_a_file_larger_than_the_driver_memory_streams_through(unit_home: Path, t
     assert proc.returncode == 0, stderr[-3000:]
     result = json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert result["read"]["reviews"] == lines and result["written"]["reviews"] == lines, result
+    record_property("rows_lost", lines - result["written"]["reviews"])
+    record_property("large_file_mb", round(size_mb))
     top = sorted(peak.values(), reverse=True)[:3]
     print(f"\n{size_mb:.0f} MB file, {lines} lines, driver heap {DRIVER_MEMORY_MB} MB: peak RSS (MB) {top}")
 

@@ -100,7 +100,8 @@ def texts_of(spark: Any, ids: list[str]) -> dict[str, str]:
     return {r["review_id"]: r["text"] for r in rows if r["review_id"] in set(ids)}
 
 
-def test_every_review_ends_in_features_or_quarantine_under_faults(spark, unit_home: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.reliability
+def test_every_review_ends_in_features_or_quarantine_under_faults(spark, unit_home: Path, record_property) -> None:  # type: ignore[no-untyped-def]
     d = day(0)
     texts = [f"{PHRASES[i % len(PHRASES)]} ({i}번째 방문)" for i in range(36)] + [INJECTION, IN_TEXT_INJECTION]
     texts.append(texts[0])  # the same text twice: one call, keywords for both reviews
@@ -119,6 +120,9 @@ def test_every_review_ends_in_features_or_quarantine_under_faults(spark, unit_ho
         rows = keyword_rows(spark, d)
         with_keywords = {r["review_id"] for r in rows}
         q = quarantined(spark, d)
+        n_faults = sum(server.faults.values()) - server.faults["ok"]
+        record_property("rows_lost", len(set(ids) - with_keywords - set(q)))
+        record_property("faults_injected", n_faults)
         assert with_keywords | set(q) == set(ids), "a review was lost"
         assert not with_keywords & set(q), "a review is both in features and in quarantine"
         assert run.sent == len(set(texts)), "each distinct text is sent once"
@@ -169,9 +173,13 @@ def test_every_review_ends_in_features_or_quarantine_under_faults(spark, unit_ho
     from ..conftest import SERVICE_HOME
     from ..secret_sweep import in_files, in_processes, in_tables, spark_server_pids
 
-    assert in_tables([SECRET], get_catalog()) == []
-    assert in_files([SECRET], [unit_home, SERVICE_HOME / "logs", SERVICE_HOME / "spark"]) == []
-    assert in_processes([SECRET], spark_server_pids(SERVICE_HOME)) == []
+    found = in_tables([SECRET], get_catalog())
+    found += in_files([SECRET], [unit_home, SERVICE_HOME / "logs", SERVICE_HOME / "spark"])
+    found += in_processes([SECRET], spark_server_pids(SERVICE_HOME))
+    record_property("faults_survived", n_faults)  # every review accounted for, the replay identical
+    record_property("secrets_searched", 1)
+    record_property("secrets_found", len(found))
+    assert found == []
 
 
 def test_transient_failures_are_quarantined_then_recovered(spark, unit_home: Path) -> None:  # type: ignore[no-untyped-def]

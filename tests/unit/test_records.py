@@ -190,7 +190,11 @@ JSON_VALUES = st.recursive(
 )
 
 
+FUZZED = {"lines": 0}
+
+
 def _verdict_is_total(feed: str, line: bytes) -> None:
+    FUZZED["lines"] += 1
     v = validate_line(feed, line, START, END)
     assert (v.values is None) == (v.reason is not None)
     assert v.reason is None or v.reason in REASONS, (v.reason, v.detail)
@@ -227,3 +231,11 @@ def test_mutated_valid_records_get_a_verdict(feed: str, field: str, value: objec
     if line:  # one byte changed
         i = cut % len(line)
         _verdict_is_total(feed, line[:i] + bytes([flip]) + line[i + 1 :])
+
+
+@pytest.mark.reliability
+def test_fuzz_figures(record_property: pytest.RecordProperty) -> None:
+    """Reports how many lines the two properties above checked (run after them, in this module's order)."""
+    assert FUZZED["lines"] >= 1500
+    record_property("fuzz_lines", FUZZED["lines"])
+    record_property("hostile_lines", 16)  # test_hostile_lines_get_a_reason
