@@ -37,7 +37,8 @@ FIGURES = (
     "large_file_mb",
 )
 NOT_COVERED = [
-    "the Airflow scheduler restarted in the middle of a backfill (not built yet)",
+    "Airflow restarted in the middle of a backfill (a test was written; its retried task stayed unscheduled in"
+    " one of two runs, so it is not in the tier yet)",
     "the Spark Connect server itself killed during a write (the job's client process is killed instead)",
 ]
 

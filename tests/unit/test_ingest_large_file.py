@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -18,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from placerec.settings import PROJECT_ROOT
+
+from ..conftest import SERVICE_HOME
 
 pytestmark = pytest.mark.reliability
 
@@ -45,7 +48,7 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def test_a_file_larger_than_the_driver_memory_streams_through(
-    unit_home: Path, tmp_path: Path, record_property: pytest.RecordProperty
+    tmp_path: Path, record_property: pytest.RecordProperty
 ) -> None:
     folder = tmp_path / "landing" / "reviews" / "dt=2026-12-20"
     folder.mkdir(parents=True)
@@ -63,11 +66,15 @@ def test_a_file_larger_than_the_driver_memory_streams_through(
             lines += 1000
     size_mb = path.stat().st_size / 1024 / 1024
     assert size_mb > DRIVER_MEMORY_MB
+    # a state folder of its own: 600 MB of reviews must not land in the catalog other tests read
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "cache").symlink_to(SERVICE_HOME / "cache", target_is_directory=True)
     # a classic Spark of its own: not the Connect mode pyspark marks in the environment once a process has used it
     inherited = {k: v for k, v in os.environ.items() if k not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
     env = {
         **inherited,
-        "PLACEREC_HOME": str(unit_home),
+        "PLACEREC_HOME": str(home),
         "PLACEREC_SPARK_REMOTE": "classic",
         "PLACEREC_SPARK_DRIVER_MEMORY": f"{DRIVER_MEMORY_MB}m",
     }
@@ -91,6 +98,8 @@ def test_a_file_larger_than_the_driver_memory_streams_through(
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, stderr[-3000:]
+    path.unlink()
+    shutil.rmtree(home)  # its 600 MB warehouse
     result = json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert result["read"]["reviews"] == lines and result["written"]["reviews"] == lines, result
     record_property("rows_lost", lines - result["written"]["reviews"])

@@ -96,8 +96,10 @@ def quarantined(spark: Any, d: datetime) -> dict[str, str]:
 
 
 def texts_of(spark: Any, ids: list[str]) -> dict[str, str]:
-    rows = spark.table("raw.reviews").select("review_id", "text").collect()
-    return {r["review_id"]: r["text"] for r in rows if r["review_id"] in set(ids)}
+    from pyspark.sql import functions as F
+
+    rows = spark.table("raw.reviews").where(F.col("review_id").isin(ids)).select("review_id", "text").collect()
+    return {r["review_id"]: r["text"] for r in rows}
 
 
 @pytest.mark.reliability
@@ -150,10 +152,13 @@ def test_every_review_ends_in_features_or_quarantine_under_faults(spark, unit_ho
         assert seen, "the injection review was never sent"
         assert q.get(injected) == ("llm_request_rejected" if "bad_request" in seen else "llm_invalid_output")
         assert all("HACKED" not in r["keyword"] and "HACKED" not in r["evidence"] for r in rows)
+        # the in-text injection: obeyed by the server (evidence quoted from the review), dropped by grounding;
+        # unless a random 400 refused its request first (then it is quarantined, as above)
         obeyed = [r for r in server.records if r.content and "최고맛집" in r.content]
-        assert obeyed, "the test server never obeyed the in-text injection"
+        in_text = ids[texts.index(IN_TEXT_INJECTION)]
+        assert obeyed or q.get(in_text) == "llm_request_rejected", "the test server never obeyed the injection"
         assert all("최고맛집" not in r["keyword"] and "최고맛집" not in r["evidence"] for r in rows)
-        assert run.usage.get("ungrounded", 0) >= 1
+        assert not obeyed or run.usage.get("ungrounded", 0) >= 1
         schema = [f.name for f in spark.table("features.review_keywords").schema.fields]
         assert schema == [c for c, _ in table_def("features.review_keywords").columns]
 
