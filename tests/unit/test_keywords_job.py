@@ -154,7 +154,7 @@ def test_every_review_ends_in_features_or_quarantine_under_faults(spark, unit_ho
         assert all("HACKED" not in r["keyword"] and "HACKED" not in r["evidence"] for r in rows)
         # the in-text injection: obeyed by the server (evidence quoted from the review), dropped by grounding;
         # unless a random 400 refused its request first (then it is quarantined, as above)
-        obeyed = [r for r in server.records if r.content and "최고맛집" in r.content]
+        obeyed = [r for r in server.records if r.fault in ("ok", "slow") and r.content and "최고맛집" in r.content]
         in_text = ids[texts.index(IN_TEXT_INJECTION)]
         assert obeyed or q.get(in_text) == "llm_request_rejected", "the test server never obeyed the injection"
         assert all("최고맛집" not in r["keyword"] and "최고맛집" not in r["evidence"] for r in rows)
