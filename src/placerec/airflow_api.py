@@ -199,12 +199,6 @@ class AirflowApi:
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         return self._call(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]  # type: ignore[no-any-return]
 
-    def task_tries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
-        """Every try of one task instance, oldest first (start and end dates, state, try number)."""
-        path = f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/tries"
-        tries: list[dict[str, Any]] = self._call(path)["task_instances"]
-        return sorted(tries, key=lambda t: int(t["try_number"]))
-
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int | None = None) -> str:
         """The text of a task's log (its latest try unless ``try_number``), one event per line."""
         if try_number is None:

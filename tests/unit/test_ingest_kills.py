@@ -135,7 +135,7 @@ def test_a_killed_ingest_leaves_one_complete_interval_visible(spark, tmp_path: P
         if seen != version and when == "after":  # the killed run's writes were put back before the rerun wrote its own
             assert result.restored, (version, step)
         commit = last_commit()
-        assert commit is not None and commit["run_id"] == f"v{version}"
+        assert commit is not None and commit.run_id == f"v{version}"
     record_property("faults_injected", len(FAULTS))  # each: a SIGKILL, then checked and rerun
     record_property("faults_survived", len(FAULTS))
     record_property("rows_lost", 0)  # every state compared row by row with the hand-made expectation

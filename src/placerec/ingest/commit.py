@@ -28,6 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,29 @@ GOVERNED = ("raw.events", "raw.reviews", "raw.places")
 COMMIT_TABLE = "raw.quarantine"
 COMMIT_PROPERTY = "placerec.ingest-commit"
 LOCK_WAIT_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class IngestCommit:
+    """One ingest commit: the governed tables' snapshot ids and the run that made them visible."""
+
+    snapshots: dict[str, str]
+    interval_start: str
+    interval_end: str
+    run_id: str
+
+    @classmethod
+    def parse(cls, value: str) -> IngestCommit | None:
+        """The commit a snapshot property holds, or None when it is not one (malformed, or another shape)."""
+        try:
+            raw = json.loads(value)
+        except ValueError:
+            return None
+        if not isinstance(raw, dict) or not isinstance(raw.get("snapshots"), dict):
+            return None
+        snapshots = {str(k): str(v) for k, v in raw["snapshots"].items()}
+        fields = (str(raw.get(k, "")) for k in ("interval_start", "interval_end", "run_id"))
+        return cls(snapshots, *fields)
 
 
 class IngestLockTimeout(RuntimeError):
@@ -100,9 +124,8 @@ def ingest_lock(home: Path, wait_seconds: float = LOCK_WAIT_SECONDS) -> Iterator
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def last_commit(catalog: Catalog | None = None) -> dict[str, Any] | None:
-    """The newest ingest commit (``{"snapshots": {table: id}, "interval_start", "interval_end", "run_id"}``),
-    or None before the first one."""
+def last_commit(catalog: Catalog | None = None) -> IngestCommit | None:
+    """The newest ingest commit, or None before the first one."""
     from pyiceberg.table.snapshots import ancestors_of
 
     from placerec.catalog import get_catalog
@@ -115,11 +138,7 @@ def last_commit(catalog: Catalog | None = None) -> dict[str, Any] | None:
         value = snap.summary.additional_properties.get(COMMIT_PROPERTY) if snap.summary else None
         if value is None:
             continue
-        try:
-            commit = json.loads(value)
-        except ValueError:
-            commit = None
-        if isinstance(commit, dict) and isinstance(commit.get("snapshots"), dict):
+        if (commit := IngestCommit.parse(value)) is not None:
             return commit
         log.warning("snapshot %s of %s has a malformed ingest commit: passed over", snap.snapshot_id, COMMIT_TABLE)
     return None
@@ -134,8 +153,8 @@ def committed_snapshot_ids(tables: list[str], catalog: Catalog | None = None) ->
     commit = last_commit(catalog) if any(t in GOVERNED for t in tables) else None
     out = {}
     for identifier in tables:
-        if commit is not None and identifier in commit["snapshots"]:
-            out[identifier] = str(commit["snapshots"][identifier])
+        if commit is not None and identifier in commit.snapshots:
+            out[identifier] = commit.snapshots[identifier]
             continue
         snap = catalog.load_table(identifier).current_snapshot()
         out[identifier] = "" if snap is None else str(snap.snapshot_id)
@@ -199,7 +218,7 @@ def prepare(spark: SparkSession, unfinished: dict[str, Any] | None, catalog: Cat
         log.info("first ingest commit: the governed tables' current state")
         return []
     moved = []
-    for identifier, sid in commit["snapshots"].items():
+    for identifier, sid in commit.snapshots.items():
         current = catalog.load_table(identifier).current_snapshot()
         if current is None or str(current.snapshot_id) != sid:
             moved.append(identifier)
@@ -207,8 +226,8 @@ def prepare(spark: SparkSession, unfinished: dict[str, Any] | None, catalog: Cat
         log.warning("%s changed outside ingest since the last commit: kept, committed by this run", ", ".join(moved))
         return []
     for identifier in moved:
-        sid = int(commit["snapshots"][identifier])
-        spark.sql(f"CALL system.set_current_snapshot(table => '{identifier}', snapshot_id => {sid})").collect()
+        back = int(commit.snapshots[identifier])
+        spark.sql(f"CALL system.set_current_snapshot(table => '{identifier}', snapshot_id => {back})").collect()
     if moved:
         log.warning(
             "run %s of [%s, %s) wrote %s and never committed: put back to the last commit (run %s)",
@@ -216,6 +235,6 @@ def prepare(spark: SparkSession, unfinished: dict[str, Any] | None, catalog: Cat
             unfinished and unfinished.get("interval_start"),
             unfinished and unfinished.get("interval_end"),
             ", ".join(moved),
-            commit.get("run_id"),
+            commit.run_id,
         )
     return moved

@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -489,10 +490,7 @@ def run_ingest(
 
 
 def _reasons(listing: Listing) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for f in listing.skipped:
-        out[f.reason] = out.get(f.reason, 0) + 1
-    return out
+    return dict(Counter(f.reason for f in listing.skipped))
 
 
 def _load_feeds(
