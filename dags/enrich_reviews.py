@@ -16,9 +16,11 @@ the ingest runs that triggered it (or the `start`/`end` Params of a manual run):
 4. **announce_features**: emits the `features.place_profiles` and `features.user_interests` Assets
    with the interval in the events' extra (`train_hybrid` runs on them).
 
-Params: `extractor` (local = offline Kiwi + e5; llm = the OpenAI-compatible endpoint in
-`PLACEREC_LLM_*`), `model`, `prompt_version`, `budget_tokens` / `budget_cost` (stop before the run
-spends more), `dry_run` (estimate calls, tokens and cost only; later tasks are skipped).
+Params: `extractor` (local = offline Kiwi + e5; llm = the OpenAI-compatible endpoint of the
+`llm_default` connection: Admin → Connections, host = the `/v1` base URL, password = the key,
+extra `{"model": …}`; else `PLACEREC_LLM_*`), `model`, `prompt_version`, `budget_tokens` /
+`budget_cost` (stop before the run spends more), `dry_run` (estimate calls, tokens and cost
+only; later tasks are skipped).
 Same code as `placerec extract-review-keywords --start <ds> …` at a shell.
 """
 
@@ -87,11 +89,15 @@ with DAG(
             "{{ params.dry_run }}",
         ],
         outlets=[table_asset("features.review_keywords")],
+        connections=("llm_default",),
     )
     go_on = unless_dry_run()
     profiles = spark_job(task_id="build_place_profiles", job="build_place_profiles", args=INTERVAL_ARGS)
     interests = spark_job(
-        task_id="extract_search_interests", job="extract_search_interests", args=[*INTERVAL_ARGS, *EXTRACTOR]
+        task_id="extract_search_interests",
+        job="extract_search_interests",
+        args=[*INTERVAL_ARGS, *EXTRACTOR],
+        connections=("llm_default",),
     )
     # One event per asset per run, carrying the interval (this run has none of its own for train to inherit).
     done = announce(

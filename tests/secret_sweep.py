@@ -74,3 +74,53 @@ def spark_server_pids(service_home: Path) -> list[int]:
 
     rec = read_pid_file(service_home / "run" / "spark.pid")
     return [] if rec is None else [rec.pid, *descendants(rec.pid)]
+
+
+def in_airflow_runs(secrets: list[str], api: Any, dag_id: str, run_ids: Iterable[str]) -> list[str]:
+    """What Airflow shows of each run, through its REST API: the run (conf, note), every task instance
+    (rendered fields, every try's log), every XCom value, and every asset event of the DAG's outlets."""
+    from urllib.parse import quote
+
+    hits = []
+    for run_id in run_ids:
+        run = f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
+        shown = {"run": api.get(run)}
+        for ti in api.get(f"{run}/taskInstances")["task_instances"]:
+            task = ti["task_id"]
+            shown[f"{task} instance"] = api.get(f"{run}/taskInstances/{task}")
+            for try_number in range(1, int(ti["try_number"]) + 1):
+                shown[f"{task} log {try_number}"] = api.task_log(dag_id, run_id, task, try_number)
+            for entry in api.get(f"{run}/taskInstances/{task}/xcomEntries")["xcom_entries"]:
+                key = quote(entry["key"], safe="")
+                shown[f"{task} xcom {entry['key']}"] = api.get(f"{run}/taskInstances/{task}/xcomEntries/{key}")
+        events = api.get(f"/assets/events?source_dag_id={dag_id}&source_run_id={quote(run_id, safe='')}&limit=1000")
+        shown["asset events"] = events
+        for where, value in shown.items():
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            hits += [f"{dag_id} {run_id} {where}" for s in secrets if s in text]
+    return hits
+
+
+def in_airflow_database(secrets: list[str], settings: Any) -> list[str]:
+    """A plain-text dump of Airflow's whole metadata database (XComs, rendered fields, logs, serialized
+    DAGs, connections: their passwords must be stored encrypted)."""
+    import subprocess
+
+    from placerec.dev import postgres
+
+    dump = subprocess.run(
+        [str(postgres.bin_dir(settings) / "pg_dump"), "--data-only", postgres.url(settings)],
+        capture_output=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    assert b"COPY public.xcom" in dump, "the dump holds no XCom table: wrong database?"
+    return [f"airflow database ({len(dump)} bytes)" for s in secrets if s.encode() in dump]
+
+
+def airflow_pids(service_home: Path) -> list[int]:
+    """The `dev up` Airflow (standalone) and everything it spawned: scheduler, API server, task runners."""
+    from placerec.dev.process import descendants, read_pid_file
+
+    rec = read_pid_file(service_home / "run" / "airflow.pid")
+    return [] if rec is None else [rec.pid, *descendants(rec.pid)]

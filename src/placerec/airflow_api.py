@@ -88,6 +88,29 @@ class AirflowApi:
         except ProbeError as exc:
             raise AirflowError(str(exc)) from exc
 
+    def get(self, path: str) -> Any:
+        """Any GET of the REST API below ``/api/v2`` (e.g. ``/dags/x/dagRuns``), decoded."""
+        return self._call(path)
+
+    def set_connection(self, conn_id: str, conn_type: str, **fields: Any) -> None:
+        """Create or replace the Airflow connection ``conn_id`` (host, login, password, port, schema, extra:
+        a dict is sent as its JSON text); Airflow keeps the password encrypted with its Fernet key."""
+        body: dict[str, Any] = {"connection_id": conn_id, "conn_type": conn_type, **fields}
+        if isinstance(body.get("extra"), dict):
+            body["extra"] = json.dumps(body["extra"])
+        self.delete_connection(conn_id)
+        self._call("/connections", method="POST", body=body)
+
+    def delete_connection(self, conn_id: str) -> bool:
+        """Delete the connection ``conn_id``; False when there was none."""
+        try:
+            self._call(f"/connections/{quote(conn_id, safe='')}", method="DELETE")
+        except AirflowError as exc:
+            if "HTTP 404" in str(exc):
+                return False
+            raise
+        return True
+
     def wait_for_dag(self, dag_id: str, timeout: float = 180.0) -> dict[str, Any]:
         """Wait until the DAG processor has parsed ``dag_id``; fail with its import error if any."""
         deadline = time.monotonic() + timeout
@@ -198,6 +221,12 @@ class AirflowApi:
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         return self._call(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]  # type: ignore[no-any-return]
+
+    def task_tries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
+        """Every try of one task instance, oldest first (start and end dates, state, try number)."""
+        path = f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/tries"
+        tries: list[dict[str, Any]] = self._call(path)["task_instances"]
+        return sorted(tries, key=lambda t: int(t["try_number"]))
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int | None = None) -> str:
         """The text of a task's log (its latest try unless ``try_number``), one event per line."""

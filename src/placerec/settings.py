@@ -312,12 +312,13 @@ def opensearch_connection(conn_id: str) -> dict[str, object]:
     return found
 
 
-def llm_connection(conn_id: str) -> dict[str, str]:
+def llm_connection(conn_id: str) -> dict[str, object]:
     """LLM settings from the Airflow connection ``conn_id`` given as ``AIRFLOW_CONN_<ID>`` (JSON or URI form).
 
     host (+ schema as path) is the base URL, password the API key, ``model`` in extra (or the URI's
     query) the model: ``{"conn_type": "openai", "host": "https://api.openai.com/v1", "password": "sk-…",
     "extra": {"model": "gpt-4o-mini"}}`` or ``openai://:sk-…@api.openai.com/v1?model=gpt-4o-mini``.
+    The account's rate limits may ride along as ``rpm`` and ``tpm`` (requests and tokens per minute).
     """
     raw, conn = _airflow_connection(conn_id)
     if not raw:
@@ -332,6 +333,7 @@ def llm_connection(conn_id: str) -> dict[str, str]:
         if conn.get("schema"):
             host = f"{host.rstrip('/')}/{str(conn['schema']).lstrip('/')}"
         found = {"llm_base_url": host, "llm_api_key": str(conn.get("password") or ""), "llm_model": extra.get("model")}
+        limits = extra
     else:
         url = urlsplit(raw)
         query = dict(parse_qsl(url.query))
@@ -344,7 +346,15 @@ def llm_connection(conn_id: str) -> dict[str, str]:
             "llm_api_key": unquote(url.password or ""),
             "llm_model": query.get("model"),
         }
-    return {k: str(v) for k, v in found.items() if v}
+        limits = query
+    found = {k: str(v) for k, v in found.items() if v}
+    for name in ("rpm", "tpm"):
+        if limits.get(name) not in (None, ""):
+            try:
+                found[f"llm_{name}"] = int(limits[name])  # type: ignore[assignment]
+            except (TypeError, ValueError):
+                raise ValueError(f"connection {conn_id}: {name} must be a whole number, not {limits[name]!r}") from None
+    return found
 
 
 def spark_connection(conn_id: str) -> dict[str, object]:

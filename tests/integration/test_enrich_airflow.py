@@ -156,3 +156,57 @@ def test_manual_rerun_of_the_interval_makes_no_call(enriched: dict[str, Any], se
     assert row["run_id"] == run_id
     assert row["calls"] == 0 and row["cache_hits"] > 0 and row["tokens"] == 0
     assert json.loads(row["details"])["sent"] == 0
+
+
+@pytest.mark.reliability
+def test_an_llm_key_kept_by_airflow_leaks_nowhere(
+    enriched: dict[str, Any], settings: Settings, record_property
+) -> None:  # type: ignore[no-untyped-def]
+    """The LLM key kept as Airflow keeps it: a connection in its metadata database, created through the REST
+    API as a user does in Admin → Connections. An LLM enrich run through Airflow uses it against a local
+    test server that refuses any other key; afterwards the key is in no run, rendered field, task log, XCom,
+    asset event, table, file of the state folder, row of the Airflow database, or process environment."""
+    import secrets
+
+    from ..fault_server import FaultServer
+    from ..secret_sweep import (
+        airflow_pids,
+        in_airflow_database,
+        in_airflow_runs,
+        in_files,
+        in_processes,
+        in_tables,
+        spark_server_pids,
+    )
+
+    api: AirflowApi = enriched["api"]
+    secret = "sk-airflow-" + secrets.token_hex(16)
+    canary = "canary-" + secrets.token_hex(8)  # no secret, given where the sweep must look: it has to find it
+    model = "airflow-connection-" + secrets.token_hex(4)  # a model of its own: no cached answer
+    with FaultServer(api_key=secret, max_lifetime_s=1200) as server:
+        # the test server has no rate limit: the default pacing (200k tokens/min) would make this run wait
+        extra = {"model": model, "rpm": 600_000, "tpm": 1_000_000_000}
+        api.set_connection("llm_default", "openai", host=server.base_url, password=secret, extra=extra)
+        try:
+            conf = {"start": LO.isoformat(), "end": HI.isoformat(), "extractor": "llm", "note": canary}
+            run_id = api.trigger("enrich_reviews", conf)
+            assert api.wait_run("enrich_reviews", run_id) == "success"
+        finally:
+            api.delete_connection("llm_default")
+    assert server.requests > 0 and {r.authorization for r in server.records} == {f"Bearer {secret}"}
+    window = f"review_ts >= '{LO.isoformat()}' and review_ts < '{HI.isoformat()}'"
+    rows = scan(settings, "features.review_keywords", window)
+    assert {r["model"] for r in rows if r["extractor"] == "llm"} == {model}, "the run did not use the connection"
+    mine = [r for r in metrics(settings) if r["run_id"] == run_id]
+    assert mine and mine[0]["calls"] > 0
+
+    assert in_airflow_runs([canary], api, "enrich_reviews", [run_id]) and in_airflow_database([canary], settings)
+    assert in_tables([model], get_catalog(settings)), "the sweep reads no table rows"
+    found = in_airflow_runs([secret], api, "enrich_reviews", [run_id])
+    found += in_airflow_database([secret], settings)
+    found += in_tables([secret], get_catalog(settings))
+    found += in_files([secret], [SERVICE_HOME / "logs", SERVICE_HOME / "airflow", SERVICE_HOME / "spark"])
+    found += in_processes([secret], spark_server_pids(SERVICE_HOME) + airflow_pids(SERVICE_HOME))
+    record_property("secrets_searched", 1)
+    record_property("secrets_found", len(found))
+    assert found == []

@@ -213,3 +213,60 @@ def test_placerec_airflow_runs_the_cli_against_the_local_instance() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     listed = json.loads(done.stdout[done.stdout.index("[{") :])  # Airflow prints warnings first
     assert {"dag_id": "ingest_events"}.items() <= next(d for d in listed if d["dag_id"] == "ingest_events").items()
+
+
+def _crash_and_restart_airflow() -> None:
+    """Airflow as a crash leaves it: its whole process tree (scheduler, API server, DAG processor,
+    triggerer, task runners and their tasks) SIGKILLed at once; then the real `placerec dev up` again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from placerec.dev.process import read_pid_file, stop
+
+    rec = read_pid_file(SERVICE_HOME / "run" / "airflow.pid")
+    assert rec is not None and stop(rec, first_signal=signal.SIGKILL, timeout=10)
+    placerec = str(Path(sys.executable).with_name("placerec"))
+    env = {**os.environ, "PLACEREC_HOME": str(SERVICE_HOME)}
+    subprocess.run([placerec, "dev", "up", "--only", "airflow"], env=env, check=True, timeout=600)
+
+
+@pytest.mark.reliability
+def test_airflow_crashed_in_the_middle_of_a_backfill(
+    first_run: dict[str, Any], api: AirflowApi, landing, service_settings: Settings, record_property
+) -> None:  # type: ignore[no-untyped-def]
+    """Airflow killed (SIGKILL, every process) while a backfill's ingest task runs, then started again:
+    the backfill finishes, no day's tries ever overlapped, and the tables equal a clean run's."""
+    import itertools
+    import time
+
+    api.set_paused("enrich_reviews", True)
+    api.set_paused("ingest_events", False)
+    for stale in api.active_backfills("ingest_events"):
+        api.wait_backfill(stale["id"], "ingest_events", FIRST, EMPTY, timeout=1800)
+    conf = {"landing": str(landing[0]), "spark_conn_id": ""}
+    backfill_id = api.create_backfill("ingest_events", FIRST, LAST, reprocess="completed", conf=conf)
+    deadline = time.monotonic() + 600
+    while True:  # until the day's ingest task runs
+        runs = [r for r in api.runs("ingest_events", FIRST, LAST) if r.run_type == "backfill"]
+        tis = [t for r in runs for t in api.task_instances("ingest_events", r.run_id)]
+        if any(t["task_id"] == "ingest_landing_files" and t["state"] == "running" for t in tis):
+            break
+        assert time.monotonic() < deadline, "the backfill's ingest task never started"
+        time.sleep(0.5)
+    time.sleep(2.0)  # inside the job: its Spark session is open
+    _crash_and_restart_airflow()
+    runs = api.wait_backfill(backfill_id, "ingest_events", FIRST, LAST, timeout=1200)
+    assert {r.state for r in runs} == {"success"}, runs
+    after = table_state(service_settings)
+    for key in ("event_ids", "events_per_day", "reviews", "quarantine"):
+        assert after[key] == first_run[key], key
+    for run in runs:  # a day's tries never overlapped in time: the killed one ended before the next began
+        tries = api.task_tries("ingest_events", run.run_id, "ingest_landing_files")
+        assert len(tries) >= 2, tries
+        spans = [(t["start_date"], t["end_date"]) for t in tries if t["start_date"]]
+        assert all(a[1] is not None and a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
+    record_property("faults_injected", 1)
+    record_property("faults_survived", 1)
+    record_property("rows_lost", len(set(first_run["event_ids"]) - set(after["event_ids"])))

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from placerec.enrich.budget import Budget, BudgetExhausted, PriceTable, parse_prices
-from placerec.settings import get_settings
+from placerec.settings import Settings, get_settings
 
 pytestmark = pytest.mark.unit
 
@@ -262,6 +262,9 @@ def test_interest_rows(spark) -> None:  # type: ignore[no-untyped-def]
     [
         '{"conn_type": "openai", "host": "https://llm.example/v1", "password": "sk-conn", "extra": {"model": "m-1"}}',
         "openai://:sk-conn@llm.example/v1?model=m-1",
+        '{"conn_type": "openai", "host": "https://llm.example/v1", "password": "sk-conn",'
+        ' "extra": "{\\"model\\": \\"m-1\\", \\"rpm\\": 90, \\"tpm\\": \\"4000\\"}"}',
+        "openai://:sk-conn@llm.example/v1?model=m-1&rpm=90&tpm=4000",
     ],
 )
 def test_llm_settings_from_an_airflow_connection(conn: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -273,10 +276,22 @@ def test_llm_settings_from_an_airflow_connection(conn: str, monkeypatch: pytest.
     try:
         s = get_settings()
         assert (s.llm_base_url, s.llm_api_key, s.llm_model) == ("https://llm.example/v1", "sk-conn", "m-1")
+        assert (s.llm_rpm, s.llm_tpm) == ((90, 4000) if "rpm" in conn else (Settings.llm_rpm, Settings.llm_tpm))
         assert "sk-conn" not in repr(s)
         monkeypatch.setenv("PLACEREC_LLM_MODEL", "explicit")
         get_settings.cache_clear()
         assert get_settings().llm_model == "explicit"
+    finally:
+        get_settings.cache_clear()
+
+
+def test_a_connection_with_a_bad_rate_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_LLM_DEFAULT", "openai://:sk-conn@llm.example/v1?rpm=fast")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="connection llm_default: rpm must be a whole number") as refused:
+            get_settings()
+        assert "sk-conn" not in str(refused.value)
     finally:
         get_settings.cache_clear()
 

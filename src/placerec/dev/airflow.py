@@ -31,6 +31,11 @@ DAG_REFRESH_SECONDS = 20
 SCHEDULER_IDLE_SLEEP_SECONDS = 0.5
 """Pause of an idle scheduler loop (Airflow's default is 1 s); see ``airflow_env``."""
 
+ORPHANED_TASKS_CHECK_SECONDS = 30
+"""How often the scheduler looks for task instances a dead scheduler left running (Airflow's default: 300 s).
+After a crash, the first look of the new scheduler comes too early (the dead one's last heartbeat is under
+30 s old); the next one resets the killed try, which then runs again. One small query each time."""
+
 COMPONENTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
 
 
@@ -82,6 +87,8 @@ def airflow_env(settings: Settings | None = None, base: Mapping[str, str] | None
             # ends, the next is queued; a run ends, the next backfill run starts) waits for a loop.
             # Default 1 s; at 0.5 s a demo's ~60 hand-overs wait half as long (idle: ~5 % of a core, not ~3 %).
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": str(SCHEDULER_IDLE_SLEEP_SECONDS),
+            # a crashed instance's running tries are retried within ~a minute of `dev up`, not five
+            "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": str(ORPHANED_TASKS_CHECK_SECONDS),
             # the Spark tasks' default road: the long-lived Spark Connect server of `dev up`
             "AIRFLOW_CONN_SPARK_CONNECT_DEFAULT": json.dumps(
                 {"conn_type": "spark_connect", "host": "sc://127.0.0.1", "port": settings.spark_connect_port}
