@@ -15,7 +15,8 @@ announced (or the `start`/`end` Params of a manual run):
 2. **announce_serving**: emit the `serving.indices` Asset with the interval and version.
 
 Params: `dry_run` builds and validates, then drops the build (aliases untouched); `force` rebuilds
-even when the live version was built from the same inputs. OpenSearch is reached through the
+even when the live version was built from the same inputs; `model_version` publishes that version
+of `model.runs` instead of the newest promoted one. OpenSearch is reached through the
 `opensearch_default` connection (URL, login/password, `extra.verify_certs` / `extra.ca_certs`).
 
 Same code as `placerec publish-index --start … --end …` at a shell.
@@ -53,6 +54,9 @@ with DAG(
         "end": Param("", type="string", description="Interval end, exclusive."),
         "dry_run": Param(False, type="boolean", description="Build and validate, then drop the build."),
         "force": Param(False, type="boolean", description="Rebuild even if the live version has these inputs."),
+        "model_version": Param(
+            "", type="string", description="Model version to publish (empty: the newest promoted one)."
+        ),
         "spark_conn_id": spark_conn_param(),
     },
 ):
@@ -60,7 +64,15 @@ with DAG(
     publish = spark_job(
         task_id="publish_index",
         job="publish_index",
-        args=[*INTERVAL_ARGS, "--dry-run", "{{ params.dry_run }}", "--force", "{{ params.force }}"],
+        args=[
+            *INTERVAL_ARGS,
+            "--dry-run",
+            "{{ params.dry_run }}",
+            "--force",
+            "{{ params.force }}",
+            "--model-version",
+            "{{ params.model_version }}",
+        ],
         connections=("opensearch_default",),
     )
     interval >> publish >> announce("announce_serving", [SERVING])

@@ -328,6 +328,8 @@ class AirflowApi:
         last_report = ""
         while True:
             state = str(self._call(f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
+            if state == "queued" and self.is_paused(dag_id):
+                raise AirflowError(f"{dag_id} is paused: its run {run_id} stays queued until the DAG is unpaused")
             if progress:
                 tasks = self.task_instances(dag_id, run_id)
                 report = ", ".join(f"{t['task_id']}={t['state']}" for t in tasks)

@@ -3,6 +3,8 @@
 One day of demo data (own landing root, days no other test or the demo uses) are ingested by a
 backfill; enrich_reviews then runs with the offline extractor (Kiwi + the real e5 endpoint), builds
 place profiles and search interests. A manual rerun of the same interval makes no endpoint call.
+Then the chain runs with secrets as Airflow keeps them (connections): an LLM enrich run with a key, and
+a publish (dry run) of those features through TLS with a password; neither secret is found anywhere.
 """
 
 from __future__ import annotations
@@ -203,6 +205,94 @@ def test_an_llm_key_kept_by_airflow_leaks_nowhere(
     assert in_airflow_runs([canary], api, "enrich_reviews", [run_id]) and in_airflow_database([canary], settings)
     assert in_tables([model], get_catalog(settings)), "the sweep reads no table rows"
     found = in_airflow_runs([secret], api, "enrich_reviews", [run_id])
+    found += in_airflow_database([secret], settings)
+    found += in_tables([secret], get_catalog(settings))
+    found += in_files([secret], [SERVICE_HOME / "logs", SERVICE_HOME / "airflow", SERVICE_HOME / "spark"])
+    found += in_processes([secret], spark_server_pids(SERVICE_HOME) + airflow_pids(SERVICE_HOME))
+    record_property("secrets_searched", 1)
+    record_property("secrets_found", len(found))
+    assert found == []
+
+
+def _model_rows(settings: Settings, model: str, day: date) -> None:
+    """A model version's top-10 lists for the day's users over its places (not promoted: a published
+    version is chosen by name, so the services' "newest promoted" model stays whatever it was)."""
+    import random
+
+    import pyarrow as pa
+
+    catalog = get_catalog(settings)
+    window = f"event_ts >= '{LO.isoformat()}' and event_ts < '{HI.isoformat()}'"
+    users = sorted({r["user_id"] for r in scan(settings, "raw.events", window, ("user_id",))})[:40]
+    places = sorted({r["place_id"] for r in scan(settings, "features.place_profiles", f"built_for = '{day}'")})
+    rng = random.Random(3)
+    recs = [
+        {"model_version": model, "user_id": u, "rank": rank, "place_id": p, "score": 1.0 / rank, "reason": ["맛"]}
+        for u in users
+        for rank, p in enumerate(rng.sample(places, 10), start=1)
+    ]
+    run = {
+        "model_version": model,
+        "trained_for": day,
+        "params": [],
+        "input_snapshots": [],
+        "metrics": [],
+        "promoted": False,
+        "forced": False,
+        "created_at": datetime.now(timezone.utc),
+    }
+    for table, rows in (("model.recommendations", recs), ("model.runs", [run])):
+        t = catalog.load_table(table)
+        schema = t.schema().as_arrow()
+        full = [{f.name: r.get(f.name) for f in schema} for r in rows]
+        t.append(pa.Table.from_pylist(full, schema=schema))
+
+
+@pytest.mark.reliability
+def test_an_opensearch_password_kept_by_airflow_leaks_nowhere(
+    enriched: dict[str, Any], settings: Settings, record_property
+) -> None:  # type: ignore[no-untyped-def]
+    """publish_index through Airflow, on this module's features, to OpenSearch behind TLS and basic auth
+    (a local test server in front of the real node), the password in the `opensearch_default` connection:
+    the build loads and validates (a dry run: the aliases stay), and the password is found nowhere."""
+    import secrets
+
+    from ..opensearch_proxy import OpenSearchProxy
+    from ..secret_sweep import (
+        airflow_pids,
+        in_airflow_database,
+        in_airflow_runs,
+        in_files,
+        in_processes,
+        in_tables,
+        spark_server_pids,
+    )
+
+    api: AirflowApi = enriched["api"]
+    api.wait_for_dag("publish_index")
+    day = built_for(settings)
+    model = "airflow-sweep-" + secrets.token_hex(4)
+    _model_rows(settings, model, day)
+    secret = "os-" + secrets.token_hex(16)
+    with OpenSearchProxy(settings.opensearch_url, tls=True, basic_auth=("placerec", secret)) as proxy:
+        extra = {"verify_certs": True, "ca_certs": proxy.ca_cert}
+        api.set_connection(
+            "opensearch_default", "opensearch", host=proxy.url, login="placerec", password=secret, extra=extra
+        )
+        api.set_paused("publish_index", False)
+        try:
+            conf = {"start": LO.isoformat(), "end": HI.isoformat(), "dry_run": True, "model_version": model}
+            run_id = api.trigger("publish_index", conf)
+            assert api.wait_run("publish_index", run_id) == "success"
+        finally:
+            api.set_paused("publish_index", True)
+            api.delete_connection("opensearch_default")
+        assert proxy.bulk_docs > 0 and proxy.auth_failures == 0, "the build did not go through the proxy"
+    rows = [r for r in scan(settings, "ops.index_versions") if r["model_version"] == model]
+    assert rows and {r["family"] for r in rows} == {"places", "recommendations", "users"}
+
+    assert in_tables([model], get_catalog(settings)), "the sweep reads no table rows"
+    found = in_airflow_runs([secret], api, "publish_index", [run_id])
     found += in_airflow_database([secret], settings)
     found += in_tables([secret], get_catalog(settings))
     found += in_files([secret], [SERVICE_HOME / "logs", SERVICE_HOME / "airflow", SERVICE_HOME / "spark"])
