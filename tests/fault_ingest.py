@@ -4,8 +4,9 @@
 
 WHEN is ``after`` (once STEP has returned: its commit is made) or ``during`` (DELAY_SECONDS into STEP,
 while Spark may still be writing). STEP is one of :data:`STEPS`. The state folder and the Spark road come
-from the environment (``PLACEREC_HOME``, ``PLACEREC_SPARK_REMOTE``), as for any job. Exits only by the
-signal; any other exit (the step never reached) is a failed test.
+from the environment (``PLACEREC_HOME``, ``PLACEREC_SPARK_REMOTE``), as for any job: with ``classic`` the
+Spark driver runs in this process's JVM and dies with it. Exits only by the signal; any other exit (the
+step never reached) is a failed test.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ STEPS = ("prepare", "load_events", "merge:raw.reviews", "merge:raw.places", "wri
 
 
 def _kill() -> None:
+    """SIGKILL this process, and with it, when it leads its own process group, every process it started
+    (a classic Spark's JVM driver dies in the same instant instead of noticing its Python is gone)."""
+    if os.getpgrp() == os.getpid():
+        os.killpg(os.getpgrp(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
 
 

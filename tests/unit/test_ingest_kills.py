@@ -1,13 +1,16 @@
-"""An ingest run SIGKILLed after each of its commits (and once in the middle of a write): readers see the
-previous complete interval or the new complete one, never a mix, and the rerun completes it.
+"""An ingest run SIGKILLed after each of its commits (and in the middle of a write, once with the Spark
+driver itself): readers see the previous complete interval or the new complete one, never a mix, and the
+rerun completes it.
 
-The killed runs are child processes (``tests/fault_ingest.py``) on the same state folder and Spark; the
-reruns run here. Each step ingests a new version of one day, so "previous" and "new" differ in every table.
+The killed runs are child processes (``tests/fault_ingest.py``) on the same state folder: on this session's
+Spark (the job's Connect client is killed), or with a classic Spark driver of their own that dies with them.
+The reruns run here. Each step ingests a new version of one day, so "previous" and "new" differ in every table.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -87,9 +90,26 @@ def state(spark, committed: bool = True) -> tuple:  # type: ignore[no-untyped-de
     return events, reviews, places, quarantine
 
 
-def killed_run(landing: Path, when: str, step: str, delay: float = 0.0) -> subprocess.CompletedProcess[str]:
+def killed_run(
+    landing: Path, when: str, step: str, delay: float = 0.0, road: str = "connect"
+) -> subprocess.CompletedProcess[str]:
+    """The faulted run in a child process of its own group. ``connect``: the job's client on this session's
+    Spark (the server lives on, and may finish the query it was sent); ``classic``: a Spark driver in the
+    child itself (512 MB heap), killed with it in the middle of its work."""
     argv = [sys.executable, "tests/fault_ingest.py", str(landing), START.isoformat(), END.isoformat(), when, step]
-    return subprocess.run([*argv, str(delay)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    env = dict(os.environ)
+    if road == "classic":  # not the Connect mode pyspark marks in the environment once a process has used it
+        env = {k: v for k, v in env.items() if k not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
+        env |= {"PLACEREC_SPARK_REMOTE": "classic", "PLACEREC_SPARK_DRIVER_MEMORY": "512m"}
+    return subprocess.run(
+        [*argv, str(delay)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,
+    )
 
 
 def settle(identifier: str = "raw.events", quiet_seconds: float = 3.0, limit: float = 60.0) -> None:
@@ -105,14 +125,16 @@ def settle(identifier: str = "raw.events", quiet_seconds: float = 3.0, limit: fl
         time.sleep(0.3)
 
 
-# (version, when, step, what readers see after the kill: the version before, or this one)
+# (version, when, step, what readers see after the kill: the version before, or this one, Spark road)
 FAULTS = [
-    (2, "after", "load_events", 1),
-    (3, "after", "merge:raw.reviews", 2),
-    (4, "after", "merge:raw.places", 3),
-    (5, "during", "load_events", 4),
-    (6, "after", "write_quarantine", 6),
-    (7, "after", "record_metrics", 7),
+    (2, "after", "load_events", 1, "connect"),
+    (3, "after", "merge:raw.reviews", 2, "connect"),
+    (4, "after", "merge:raw.places", 3, "connect"),
+    (5, "during", "load_events", 4, "connect"),
+    (6, "after", "write_quarantine", 6, "connect"),
+    (7, "after", "record_metrics", 7, "connect"),
+    # the Spark driver itself SIGKILLed while it writes (each costs a JVM start: ~50 s, so only one)
+    (8, "during", "load_events", 7, "classic"),
 ]
 
 
@@ -121,9 +143,9 @@ def test_a_killed_ingest_leaves_one_complete_interval_visible(spark, tmp_path: P
     write_version(landing, 1)
     run_ingest(spark, landing, START, END, run_id="v1")
     assert state(spark) == expected(1) == state(spark, committed=False)
-    for version, when, step, seen in FAULTS:
+    for version, when, step, seen, road in FAULTS:
         write_version(landing, version)
-        proc = killed_run(landing, when, step, delay=0.3)
+        proc = killed_run(landing, when, step, delay=0.3, road=road)
         assert proc.returncode == -9, (step, proc.returncode, proc.stderr[-2000:])
         if when == "during":
             settle()
