@@ -124,3 +124,17 @@ def airflow_pids(service_home: Path) -> list[int]:
 
     rec = read_pid_file(service_home / "run" / "airflow.pid")
     return [] if rec is None else [rec.pid, *descendants(rec.pid)]
+
+
+def after_airflow_run(secrets: list[str], api: Any, dag_id: str, run_id: str, settings: Any) -> list[str]:
+    """Every place a run through the `dev up` Airflow leaves traces: what Airflow shows of the run, its whole
+    database, every table, the state folder's logs, Airflow home and Spark files, and the live processes."""
+    from placerec.catalog import get_catalog
+
+    home = Path(settings.home)
+    found = in_airflow_runs(secrets, api, dag_id, [run_id])
+    found += in_airflow_database(secrets, settings)
+    found += in_tables(secrets, get_catalog(settings))
+    found += in_files(secrets, [home / "logs", home / "airflow", home / "spark"])
+    found += in_processes(secrets, spark_server_pids(home) + airflow_pids(home))
+    return found

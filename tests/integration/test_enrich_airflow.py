@@ -171,15 +171,7 @@ def test_an_llm_key_kept_by_airflow_leaks_nowhere(
     import secrets
 
     from ..fault_server import FaultServer
-    from ..secret_sweep import (
-        airflow_pids,
-        in_airflow_database,
-        in_airflow_runs,
-        in_files,
-        in_processes,
-        in_tables,
-        spark_server_pids,
-    )
+    from ..secret_sweep import after_airflow_run, in_airflow_database, in_airflow_runs, in_tables
 
     api: AirflowApi = enriched["api"]
     secret = "sk-airflow-" + secrets.token_hex(16)
@@ -204,11 +196,7 @@ def test_an_llm_key_kept_by_airflow_leaks_nowhere(
 
     assert in_airflow_runs([canary], api, "enrich_reviews", [run_id]) and in_airflow_database([canary], settings)
     assert in_tables([model], get_catalog(settings)), "the sweep reads no table rows"
-    found = in_airflow_runs([secret], api, "enrich_reviews", [run_id])
-    found += in_airflow_database([secret], settings)
-    found += in_tables([secret], get_catalog(settings))
-    found += in_files([secret], [SERVICE_HOME / "logs", SERVICE_HOME / "airflow", SERVICE_HOME / "spark"])
-    found += in_processes([secret], spark_server_pids(SERVICE_HOME) + airflow_pids(SERVICE_HOME))
+    found = after_airflow_run([secret], api, "enrich_reviews", run_id, settings)
     record_property("secrets_searched", 1)
     record_property("secrets_found", len(found))
     assert found == []
@@ -258,15 +246,7 @@ def test_an_opensearch_password_kept_by_airflow_leaks_nowhere(
     import secrets
 
     from ..opensearch_proxy import OpenSearchProxy
-    from ..secret_sweep import (
-        airflow_pids,
-        in_airflow_database,
-        in_airflow_runs,
-        in_files,
-        in_processes,
-        in_tables,
-        spark_server_pids,
-    )
+    from ..secret_sweep import after_airflow_run, in_tables
 
     api: AirflowApi = enriched["api"]
     api.wait_for_dag("publish_index")
@@ -292,11 +272,7 @@ def test_an_opensearch_password_kept_by_airflow_leaks_nowhere(
     assert rows and {r["family"] for r in rows} == {"places", "recommendations", "users"}
 
     assert in_tables([model], get_catalog(settings)), "the sweep reads no table rows"
-    found = in_airflow_runs([secret], api, "publish_index", [run_id])
-    found += in_airflow_database([secret], settings)
-    found += in_tables([secret], get_catalog(settings))
-    found += in_files([secret], [SERVICE_HOME / "logs", SERVICE_HOME / "airflow", SERVICE_HOME / "spark"])
-    found += in_processes([secret], spark_server_pids(SERVICE_HOME) + airflow_pids(SERVICE_HOME))
+    found = after_airflow_run([secret], api, "publish_index", run_id, settings)
     record_property("secrets_searched", 1)
     record_property("secrets_found", len(found))
     assert found == []

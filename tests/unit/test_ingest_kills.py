@@ -1,4 +1,4 @@
-"""An ingest run SIGKILLed after each of its commits (and in the middle of a write, once with the Spark
+"""An ingest run SIGKILLed after each of its commits and in the middle of each write (once with the Spark
 driver itself): readers see the previous complete interval or the new complete one, never a mix, and the
 rerun completes it.
 
@@ -125,17 +125,22 @@ def settle(identifier: str = "raw.events", quiet_seconds: float = 3.0, limit: fl
         time.sleep(0.3)
 
 
-# (version, when, step, what readers see after the kill: the version before, or this one, Spark road)
+# (version, when, step, what readers may see after the kill: the version before and/or this one, Spark road)
 FAULTS = [
-    (2, "after", "load_events", 1, "connect"),
-    (3, "after", "merge:raw.reviews", 2, "connect"),
-    (4, "after", "merge:raw.places", 3, "connect"),
-    (5, "during", "load_events", 4, "connect"),
-    (6, "after", "write_quarantine", 6, "connect"),
-    (7, "after", "record_metrics", 7, "connect"),
+    (2, "after", "load_events", {1}, "connect"),
+    (3, "after", "merge:raw.reviews", {2}, "connect"),
+    (4, "after", "merge:raw.places", {3}, "connect"),
+    (5, "during", "load_events", {4}, "connect"),
+    (6, "during", "merge:raw.reviews", {5}, "connect"),
+    (7, "during", "merge:raw.places", {6}, "connect"),
+    # the commit itself cut short: the server may still finish it after its client died
+    (8, "during", "write_quarantine", {7, 8}, "connect"),
+    (9, "after", "write_quarantine", {9}, "connect"),
+    (10, "after", "record_metrics", {10}, "connect"),
     # the Spark driver itself SIGKILLed while it writes (each costs a JVM start: ~50 s, so only one)
-    (8, "during", "load_events", 7, "classic"),
+    (11, "during", "load_events", {10}, "classic"),
 ]
+WRITES = {"load_events": "raw.events", "merge:raw.reviews": "raw.reviews", "merge:raw.places": "raw.places"}
 
 
 def test_a_killed_ingest_leaves_one_complete_interval_visible(spark, tmp_path: Path, record_property) -> None:  # type: ignore[no-untyped-def]
@@ -148,13 +153,13 @@ def test_a_killed_ingest_leaves_one_complete_interval_visible(spark, tmp_path: P
         proc = killed_run(landing, when, step, delay=0.3, road=road)
         assert proc.returncode == -9, (step, proc.returncode, proc.stderr[-2000:])
         if when == "during":
-            settle()
-        assert state(spark) == expected(seen), (version, step)
+            settle(WRITES.get(step, "raw.quarantine"))
+        assert state(spark) in [expected(v) for v in seen], (version, step)
         if step == "load_events" and when == "after":  # the kill came after a real write readers do not see
             assert state(spark, committed=False)[0] == expected(version)[0]
         result = run_ingest(spark, landing, START, END, run_id=f"v{version}")
         assert state(spark) == expected(version) == state(spark, committed=False), (version, step)
-        if seen != version and when == "after":  # the killed run's writes were put back before the rerun wrote its own
+        if version not in seen and when == "after":  # the killed run's writes were put back before the rerun's
             assert result.restored, (version, step)
         commit = last_commit()
         assert commit is not None and commit.run_id == f"v{version}"
