@@ -15,6 +15,7 @@ import pytest
 
 from placerec.ingest.files import list_landing
 from placerec.ingest.job import run_ingest
+from placerec.ingest.records import QUARANTINE_RECORD_CHARS
 
 pytestmark = [pytest.mark.unit, pytest.mark.reliability]
 
@@ -73,6 +74,8 @@ def hostile_day(root: Path, outside: Path) -> dict[str, str]:
             b"\r",
         ],
     )
+    huge = b'{"event_id": "huge", "note": "' + b"y" * 3_000_000 + b'"}'
+    put(root, "events", "long-lines.jsonl", [ev("ll1"), huge, ev("ll3"), b"z" * 300_000], end=b"")
     put(
         root,
         "reviews",
@@ -172,6 +175,17 @@ def test_a_hostile_day_completes_and_accounts_for_every_line(spark, tmp_path: Pa
         "invalid_encoding",
         "invalid_json",
     ]
+    # lines too long to read whole: staged as placeholders, quarantined with their size and first bytes
+    ll = f"events/{DAY}/long-lines.jsonl"
+    assert (landed[(ll, 1)], lines[(ll, 2)], landed[(ll, 3)], lines[(ll, 4)]) == (
+        "ll1",
+        "oversized_record",
+        "ll3",
+        "oversized_record",
+    )
+    shown = {q["source_line"]: q for q in quarantine if q["source_file"] == ll}
+    assert shown[2]["detail"] == "3000032 bytes > 262144" and shown[4]["detail"] == "300000 bytes > 262144"
+    assert shown[2]["record"] == ('{"event_id": "huge", "note": "' + "y" * 5000)[:QUARANTINE_RECORD_CHARS]
     odd = {"a,b.jsonl": "e3", "time 10:00.jsonl": "e4", "로그 파일.jsonl": "e5", "line\nbreak.jsonl": "e6"}
     for name, eid in odd.items():
         assert landed[(f"events/{DAY}/{name}", 1)] == eid

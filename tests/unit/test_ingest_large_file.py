@@ -2,8 +2,10 @@
 
 A Spark of its own (the classic road, in a child process) with a 512 MB driver heap, where every task
 runs too (local mode), reads a 600 MB file of valid reviews: each line lands. Had any step held the
-file whole (as the old whole-file reader did), the heap could not have. The peak resident memory of
-each process is printed for the record (the JVM's includes its off-heap Arrow buffers and code).
+file whole (as the old whole-file reader did), the heap could not have. Beside it, a file holding one
+600 MB line between two valid ones: the line is quarantined as ``oversized_record``, the others land.
+The peak resident memory of each process is printed for the record (the JVM's includes its off-heap
+Arrow buffers and code).
 """
 
 from __future__ import annotations
@@ -66,6 +68,13 @@ def test_a_file_larger_than_the_driver_memory_streams_through(
             lines += 1000
     size_mb = path.stat().st_size / 1024 / 1024
     assert size_mb > DRIVER_MEMORY_MB
+    # and one line larger than the driver's memory, between two valid ones (staged as a placeholder)
+    one_line = folder / "one-line.jsonl"
+    with one_line.open("wb") as out:
+        out.write(json.dumps({**base, "review_id": "lr-before"}, ensure_ascii=False).encode() + b"\n")
+        for _ in range(FILE_MB):
+            out.write(b"x" * (1024 * 1024))
+        out.write(b"\n" + json.dumps({**base, "review_id": "lr-after"}, ensure_ascii=False).encode() + b"\n")
     # a state folder of its own: 600 MB of reviews must not land in the catalog other tests read
     home = tmp_path / "home"
     home.mkdir()
@@ -99,10 +108,12 @@ def test_a_file_larger_than_the_driver_memory_streams_through(
             proc.kill()
     assert proc.returncode == 0, stderr[-3000:]
     path.unlink()
+    one_line.unlink()
     shutil.rmtree(home)  # its 600 MB warehouse
     result = json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[7:])
-    assert result["read"]["reviews"] == lines and result["written"]["reviews"] == lines, result
-    record_property("rows_lost", lines - result["written"]["reviews"])
+    assert result["read"]["reviews"] == lines + 3 and result["written"]["reviews"] == lines + 2, result
+    assert result["quarantined"]["reviews"] == {"oversized_record": 1}, result
+    record_property("rows_lost", lines + 2 - result["written"]["reviews"])
     record_property("large_file_mb", round(size_mb))
     top = sorted(peak.values(), reverse=True)[:3]
     print(f"\n{size_mb:.0f} MB file, {lines} lines, driver heap {DRIVER_MEMORY_MB} MB: peak RSS (MB) {top}")

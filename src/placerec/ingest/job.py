@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from placerec.ingest import commit
-from placerec.ingest.files import Listing, SkippedFile, list_landing, stage
-from placerec.ingest.records import COLUMNS, FEEDS, ID_FIELD, record_text, validate_line
+from placerec.ingest.files import Listing, SkippedFile, from_placeholder, list_landing, placeholder_mark, stage
+from placerec.ingest.records import COLUMNS, FEEDS, ID_FIELD, MAX_RECORD_BYTES, record_text, validate_line
 from placerec.ops import TaskMetrics, interval_filter, record_metrics, write_quarantine
 
 if TYPE_CHECKING:
@@ -197,7 +197,13 @@ def _line_schema() -> StructType:
 def read_lines(spark: SparkSession, staged: dict[str, str]) -> DataFrame:
     """One row per physical line: (source_file relative to the landing root, 1-based source_line,
     value as quarantine shows it)."""
-    return _map_lines(spark, staged, _line_schema(), lambda value: (record_text(value),))
+    mark = placeholder_mark()
+
+    def shown(value: bytes) -> tuple[str]:
+        found = from_placeholder(value, mark)
+        return (record_text(value if found is None else found[1]),)
+
+    return _map_lines(spark, staged, _line_schema(), shown)
 
 
 def _feed_schema(feed: str) -> StructType:
@@ -238,8 +244,14 @@ def parse(spark: SparkSession, staged: dict[str, str], feed: str, start: datetim
     """Validate every line of the ``staged`` files; valid rows carry the feed's columns, rejected rows a
     reason and detail. Every row keeps its record as quarantine would show it (a duplicate needs it)."""
     width = len(COLUMNS[feed])
+    mark = placeholder_mark()
 
     def check(value: bytes) -> tuple[Any, ...]:
+        found = from_placeholder(value, mark)
+        if found is not None:  # a line too long to stage, replaced by its size and first bytes
+            size, prefix = found
+            detail = f"{size} bytes > {MAX_RECORD_BYTES}"
+            return (*(None,) * width, "oversized_record", detail, record_text(prefix), size)
         verdict = validate_line(feed, value, start, end)
         values = verdict.values if verdict.values is not None else (None,) * width
         return (*values, verdict.reason, verdict.detail, record_text(value), len(value))
