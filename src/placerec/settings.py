@@ -347,14 +347,14 @@ def llm_connection(conn_id: str) -> dict[str, object]:
             "llm_model": query.get("model"),
         }
         limits = query
-    found = {k: str(v) for k, v in found.items() if v}
+    settings: dict[str, object] = {k: str(v) for k, v in found.items() if v}
     for name in ("rpm", "tpm"):
         if limits.get(name) not in (None, ""):
             try:
-                found[f"llm_{name}"] = int(limits[name])  # type: ignore[assignment]
+                settings[f"llm_{name}"] = int(limits[name])
             except (TypeError, ValueError):
                 raise ValueError(f"connection {conn_id}: {name} must be a whole number, not {limits[name]!r}") from None
-    return found
+    return settings
 
 
 def spark_connection(conn_id: str) -> dict[str, object]:
