@@ -150,13 +150,14 @@ def stage(files: list[LandingFile], folder: Path) -> dict[str, str]:
     staged: dict[str, str] = {}
     for n, f in enumerate(files):
         link = folder / f"{n:06d}{EXTENSION}"
-        if has_long_line(f.path, STAGE_LINE_LIMIT):
-            copy_with_placeholders(f.path, link, STAGE_LINE_LIMIT)
-        else:
-            try:
-                os.link(f.path, link)
-            except OSError:  # another filesystem, or a file the user may not link (protected_hardlinks)
-                link.symlink_to(f.path.resolve())
+        try:
+            os.link(f.path, link)
+        except OSError:  # another filesystem, or a file the user may not link (protected_hardlinks)
+            link.symlink_to(f.path.resolve())
+        if has_long_line(link, STAGE_LINE_LIMIT):  # read through the link: the bytes Spark would read
+            copy = link.with_name(link.name + ".copy")
+            copy_with_placeholders(link, copy, STAGE_LINE_LIMIT)
+            os.replace(copy, link)
         staged[str(link)] = f.relative
     return staged
 
