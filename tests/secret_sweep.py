@@ -68,11 +68,12 @@ def in_processes(secrets: list[str], pids: Iterable[int]) -> list[str]:
     return hits
 
 
-def spark_server_pids(service_home: Path) -> list[int]:
-    """The `dev up` Spark Connect server and everything it spawned (Python daemons and workers)."""
+def service_pids(service_home: Path, service: str) -> list[int]:
+    """A `dev up` service and everything it spawned: for ``spark`` the Connect server's Python daemons and
+    workers, for ``airflow`` the scheduler, API server and task runners."""
     from placerec.dev.process import descendants, read_pid_file
 
-    rec = read_pid_file(service_home / "run" / "spark.pid")
+    rec = read_pid_file(service_home / "run" / f"{service}.pid")
     return [] if rec is None else [rec.pid, *descendants(rec.pid)]
 
 
@@ -118,14 +119,6 @@ def in_airflow_database(secrets: list[str], settings: Any) -> list[str]:
     return [f"airflow database ({len(dump)} bytes)" for s in secrets if s.encode() in dump]
 
 
-def airflow_pids(service_home: Path) -> list[int]:
-    """The `dev up` Airflow (standalone) and everything it spawned: scheduler, API server, task runners."""
-    from placerec.dev.process import descendants, read_pid_file
-
-    rec = read_pid_file(service_home / "run" / "airflow.pid")
-    return [] if rec is None else [rec.pid, *descendants(rec.pid)]
-
-
 def after_airflow_run(secrets: list[str], api: Any, dag_id: str, run_id: str, settings: Any) -> list[str]:
     """Every place a run through the `dev up` Airflow leaves traces: what Airflow shows of the run, its whole
     database, every table, the state folder's logs, Airflow home and Spark files, and the live processes."""
@@ -136,5 +129,5 @@ def after_airflow_run(secrets: list[str], api: Any, dag_id: str, run_id: str, se
     found += in_airflow_database(secrets, settings)
     found += in_tables(secrets, get_catalog(settings))
     found += in_files(secrets, [home / "logs", home / "airflow", home / "spark"])
-    found += in_processes(secrets, spark_server_pids(home) + airflow_pids(home))
+    found += in_processes(secrets, service_pids(home, "spark") + service_pids(home, "airflow"))
     return found

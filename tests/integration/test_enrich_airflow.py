@@ -160,6 +160,23 @@ def test_manual_rerun_of_the_interval_makes_no_call(enriched: dict[str, Any], se
     assert json.loads(row["details"])["sent"] == 0
 
 
+def run_with_connection(
+    api: AirflowApi, dag_id: str, conf: dict[str, Any], conn_id: str, connection: dict[str, Any]
+) -> str:
+    """A manual run of ``dag_id`` (unpaused for it) while Airflow keeps ``connection`` as ``conn_id``; the
+    connection is deleted and the DAG's pause state restored afterwards. Returns the successful run's id."""
+    paused = api.is_paused(dag_id)
+    api.set_connection(conn_id, **connection)
+    api.set_paused(dag_id, False)
+    try:
+        run_id = api.trigger(dag_id, conf)
+        assert api.wait_run(dag_id, run_id) == "success"
+        return run_id
+    finally:
+        api.set_paused(dag_id, paused)
+        api.delete_connection(conn_id)
+
+
 @pytest.mark.reliability
 def test_an_llm_key_kept_by_airflow_leaks_nowhere(
     enriched: dict[str, Any], settings: Settings, record_property
@@ -180,13 +197,9 @@ def test_an_llm_key_kept_by_airflow_leaks_nowhere(
     with FaultServer(api_key=secret, max_lifetime_s=1200) as server:
         # the test server has no rate limit: the default pacing (200k tokens/min) would make this run wait
         extra = {"model": model, "rpm": 600_000, "tpm": 1_000_000_000}
-        api.set_connection("llm_default", "openai", host=server.base_url, password=secret, extra=extra)
-        try:
-            conf = {"start": LO.isoformat(), "end": HI.isoformat(), "extractor": "llm", "note": canary}
-            run_id = api.trigger("enrich_reviews", conf)
-            assert api.wait_run("enrich_reviews", run_id) == "success"
-        finally:
-            api.delete_connection("llm_default")
+        connection = {"conn_type": "openai", "host": server.base_url, "password": secret, "extra": extra}
+        conf = {"start": LO.isoformat(), "end": HI.isoformat(), "extractor": "llm", "note": canary}
+        run_id = run_with_connection(api, "enrich_reviews", conf, "llm_default", connection)
     assert server.requests > 0 and {r.authorization for r in server.records} == {f"Bearer {secret}"}
     window = f"review_ts >= '{LO.isoformat()}' and review_ts < '{HI.isoformat()}'"
     rows = scan(settings, "features.review_keywords", window)
@@ -256,17 +269,9 @@ def test_an_opensearch_password_kept_by_airflow_leaks_nowhere(
     secret = "os-" + secrets.token_hex(16)
     with OpenSearchProxy(settings.opensearch_url, tls=True, basic_auth=("placerec", secret)) as proxy:
         extra = {"verify_certs": True, "ca_certs": proxy.ca_cert}
-        api.set_connection(
-            "opensearch_default", "opensearch", host=proxy.url, login="placerec", password=secret, extra=extra
-        )
-        api.set_paused("publish_index", False)
-        try:
-            conf = {"start": LO.isoformat(), "end": HI.isoformat(), "dry_run": True, "model_version": model}
-            run_id = api.trigger("publish_index", conf)
-            assert api.wait_run("publish_index", run_id) == "success"
-        finally:
-            api.set_paused("publish_index", True)
-            api.delete_connection("opensearch_default")
+        connection = {"conn_type": "opensearch", "host": proxy.url, "login": "placerec", "password": secret}
+        conf = {"start": LO.isoformat(), "end": HI.isoformat(), "dry_run": True, "model_version": model}
+        run_id = run_with_connection(api, "publish_index", conf, "opensearch_default", {**connection, "extra": extra})
         assert proxy.bulk_docs > 0 and proxy.auth_failures == 0, "the build did not go through the proxy"
     rows = [r for r in scan(settings, "ops.index_versions") if r["model_version"] == model]
     assert rows and {r["family"] for r in rows} == {"places", "recommendations", "users"}

@@ -389,12 +389,12 @@ def test_tls_and_basic_auth_without_leaking_the_password(
     assert secret not in json.dumps(metrics.to_pylist(), default=str)
     # and nowhere else: no table's rows or metadata, no file of either state folder, no Spark process
     from ..conftest import SERVICE_HOME
-    from ..secret_sweep import in_files, in_processes, in_tables, spark_server_pids
+    from ..secret_sweep import in_files, in_processes, in_tables, service_pids
 
     home = get_settings().home
     found = in_tables([secret], get_catalog())
     found += in_files([secret], [home, SERVICE_HOME / "logs", SERVICE_HOME / "spark"])
-    found += in_processes([secret], spark_server_pids(SERVICE_HOME))
+    found += in_processes([secret], service_pids(SERVICE_HOME, "spark"))
     record_property("secrets_searched", 1)
     record_property("secrets_found", len(found))
     assert found == []

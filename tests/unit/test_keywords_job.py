@@ -176,11 +176,11 @@ def test_every_review_ends_in_features_or_quarantine_under_faults(spark, unit_ho
     from placerec.catalog import get_catalog
 
     from ..conftest import SERVICE_HOME
-    from ..secret_sweep import in_files, in_processes, in_tables, spark_server_pids
+    from ..secret_sweep import in_files, in_processes, in_tables, service_pids
 
     found = in_tables([SECRET], get_catalog())
     found += in_files([SECRET], [unit_home, SERVICE_HOME / "logs", SERVICE_HOME / "spark"])
-    found += in_processes([SECRET], spark_server_pids(SERVICE_HOME))
+    found += in_processes([SECRET], service_pids(SERVICE_HOME, "spark"))
     record_property("faults_survived", n_faults)  # every review accounted for, the replay identical
     record_property("secrets_searched", 1)
     record_property("secrets_found", len(found))
