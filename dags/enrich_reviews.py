@@ -33,6 +33,10 @@ from placerec.orchestration import (
     DEFAULT_ARGS,
     INTERVAL_ARGS,
     announce,
+    flag_param,
+    interval_params,
+    optional_arg,
+    optional_text_param,
     resolve_interval,
     spark_conn_param,
     spark_job,
@@ -44,9 +48,9 @@ EXTRACTOR = [
     "--extractor",
     "{{ params.extractor }}",
     "--model",
-    "{{ params.model }}",
+    optional_arg("model"),
     "--prompt-version",
-    "{{ params.prompt_version }}",
+    optional_arg("prompt_version"),
 ]
 
 with DAG(
@@ -63,18 +67,46 @@ with DAG(
     default_args=DEFAULT_ARGS,
     tags=["placerec", "enrich"],
     params={
-        "start": Param("", type="string", description="Interval start for a manual run (empty: from the trigger)."),
-        "end": Param("", type="string", description="Interval end, exclusive (empty: start + 1 day)."),
-        "extractor": Param("", enum=["", "local", "llm"], description="Empty: PLACEREC_KEYWORD_EXTRACTOR."),
-        "model": Param("", type="string", description="LLM model (empty: PLACEREC_LLM_MODEL)."),
-        "prompt_version": Param("", type="string", description="Empty: the promoted prompt version."),
-        "budget_tokens": Param("", type="string", description="Token ceiling for this run (empty: none)."),
-        "budget_cost": Param("", type="string", description="USD ceiling for this run (empty: none)."),
-        "dry_run": Param(False, type="boolean", description="Only estimate calls, tokens and cost."),
+        **interval_params("ingest_events"),
+        "extractor": Param(
+            "",
+            enum=["", "local", "llm"],
+            values_display={
+                "": "as configured (PLACEREC_KEYWORD_EXTRACTOR)",
+                "local": "local: Kiwi morphology + e5 embeddings, offline",
+                "llm": "llm: the llm_default connection's endpoint",
+            },
+            title="Keyword extractor",
+            section="Extraction",
+            description="Who extracts the keywords.",
+        ),
+        "model": optional_text_param(
+            "LLM model (empty: the connection's or PLACEREC_LLM_MODEL).", "LLM model", "Extraction"
+        ),
+        "prompt_version": optional_text_param(
+            "Prompt version (empty: the promoted one, see placerec eval-keywords).", "Prompt version", "Extraction"
+        ),
+        "budget_tokens": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            title="Token budget",
+            section="Budget",
+            description="Stop before this run spends more tokens, prompt + completion (empty: no ceiling).",
+        ),
+        "budget_cost": Param(
+            None,
+            type=["null", "number"],
+            exclusiveMinimum=0,
+            title="Cost budget (USD)",
+            section="Budget",
+            description="Stop before this run spends more US dollars (empty: no ceiling).",
+        ),
+        "dry_run": flag_param("Only estimate calls, tokens and cost; write nothing.", "Dry run"),
         "spark_conn_id": spark_conn_param(),
     },
 ):
-    interval = resolve_interval()
+    interval = resolve_interval("ingest_events")
     keywords = spark_job(
         task_id="extract_review_keywords",
         job="extract_review_keywords",
@@ -82,9 +114,9 @@ with DAG(
             *INTERVAL_ARGS,
             *EXTRACTOR,
             "--budget-tokens",
-            "{{ params.budget_tokens }}",
+            optional_arg("budget_tokens"),
             "--budget-cost",
-            "{{ params.budget_cost }}",
+            optional_arg("budget_cost"),
             "--dry-run",
             "{{ params.dry_run }}",
         ],

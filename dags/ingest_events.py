@@ -23,13 +23,15 @@ Same code as `placerec ingest-events --start <ds>` at a shell.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG
 
 from placerec.orchestration import (
     DAILY,
     DEFAULT_ARGS,
     announce,
     if_ingested,
+    optional_arg,
+    optional_text_param,
     spark_conn_param,
     spark_job,
     table_asset,
@@ -46,10 +48,8 @@ with DAG(
     default_args=DEFAULT_ARGS,
     tags=["placerec", "ingest"],
     params={
-        "landing": Param(
-            "",
-            type="string",
-            description="Landing root to read; empty means the configured one (PLACEREC_LANDING_DIR).",
+        "landing": optional_text_param(
+            "Landing root to read (empty: the configured one, PLACEREC_LANDING_DIR).", "Landing root", "Input"
         ),
         "spark_conn_id": spark_conn_param(),
     },
@@ -65,7 +65,7 @@ with DAG(
             "--run-id",
             "{{ run_id }}",
             "--landing",
-            "{{ params.landing }}",
+            optional_arg("landing"),
         ],
     )
     raw = [table_asset(f"raw.{t}") for t in ("events", "reviews", "places", "quarantine")]

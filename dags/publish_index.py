@@ -25,12 +25,16 @@ Same code as `placerec publish-index --start … --end …` at a shell.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, Asset, Param
+from airflow.sdk import DAG, Asset
 
 from placerec.orchestration import (
     DEFAULT_ARGS,
     INTERVAL_ARGS,
     announce,
+    flag_param,
+    interval_params,
+    optional_arg,
+    optional_text_param,
     resolve_interval,
     spark_conn_param,
     spark_job,
@@ -50,17 +54,16 @@ with DAG(
     default_args=DEFAULT_ARGS,
     tags=["placerec", "publish"],
     params={
-        "start": Param("", type="string", description="Interval start for a manual run (empty: from the trigger)."),
-        "end": Param("", type="string", description="Interval end, exclusive."),
-        "dry_run": Param(False, type="boolean", description="Build and validate, then drop the build."),
-        "force": Param(False, type="boolean", description="Rebuild even if the live version has these inputs."),
-        "model_version": Param(
-            "", type="string", description="Model version to publish (empty: the newest promoted one)."
+        **interval_params("train_hybrid (a promoted model)"),
+        "dry_run": flag_param("Build and validate, then drop the build (aliases untouched).", "Dry run"),
+        "force": flag_param("Rebuild even if the live version was built from the same inputs.", "Force rebuild"),
+        "model_version": optional_text_param(
+            "Model version of model.runs to publish (empty: the newest promoted one).", "Model version", "Run"
         ),
         "spark_conn_id": spark_conn_param(),
     },
 ):
-    interval = resolve_interval()
+    interval = resolve_interval("train_hybrid")
     publish = spark_job(
         task_id="publish_index",
         job="publish_index",
@@ -71,7 +74,7 @@ with DAG(
             "--force",
             "{{ params.force }}",
             "--model-version",
-            "{{ params.model_version }}",
+            optional_arg("model_version"),
         ],
         connections=("opensearch_default",),
     )

@@ -21,13 +21,15 @@ Same code as `placerec build-interactions` / `placerec train-hybrid --start … 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG
 
 from placerec.orchestration import (
     DEFAULT_ARGS,
     INTERVAL_ARGS,
     announce_promoted,
+    flag_param,
     if_promoted,
+    interval_params,
     resolve_interval,
     spark_conn_param,
     spark_job,
@@ -47,13 +49,12 @@ with DAG(
     default_args=DEFAULT_ARGS,
     tags=["placerec", "train"],
     params={
-        "start": Param("", type="string", description="Interval start for a manual run (empty: from the trigger)."),
-        "end": Param("", type="string", description="Interval end, exclusive: the model is trained as of it."),
-        "force": Param(False, type="boolean", description="Promote even if the gate refuses (recorded as forced)."),
+        **interval_params("build_place_profiles (enrich_reviews)"),
+        "force": flag_param("Promote even if the gate refuses (recorded as forced).", "Force promotion"),
         "spark_conn_id": spark_conn_param(),
     },
 ):
-    interval = resolve_interval()
+    interval = resolve_interval("build_place_profiles")
     interactions = spark_job(
         task_id="build_interactions",
         job="build_interactions",

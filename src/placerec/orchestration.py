@@ -7,7 +7,8 @@ paths and settings are resolved when a task renders its templates, inside the wo
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,8 @@ from airflow.sdk import Asset, BaseOperator, Param, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from placerec.settings import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
 
 OWNER = "placerec"
 KNOWN_TAGS = frozenset({"placerec", "ingest", "enrich", "train", "publish", "maintain", "demo"})
@@ -45,11 +48,60 @@ INTERVAL_ARGS = [
 JOBS_DIR = PROJECT_ROOT / "jobs"
 
 
+# What a manual run of each asset-triggered DAG works on when its form's interval is left empty: the
+# newest interval its upstream job completed (``ops.task_metrics``), i.e. the latest complete interval.
+UPSTREAM_JOB = {
+    "enrich_reviews": "ingest_events",
+    "train_hybrid": "build_place_profiles",
+    "publish_index": "train_hybrid",
+}
+
+
+def interval_params(upstream: str) -> dict[str, Param]:
+    """The ``start``/``end`` Params of a DAG whose manual runs default to the latest complete interval."""
+    return {
+        "start": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="First day",
+            section="Interval",
+            description=(
+                f"First day (UTC) of the interval to work on. Empty: the latest complete interval, the newest "
+                f"one {upstream} finished (for a run triggered by Assets: the triggering runs' interval)."
+            ),
+        ),
+        "end": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="End day (exclusive)",
+            section="Interval",
+            description="The day after the last one. Empty: one day after the first day.",
+        ),
+    }
+
+
+def flag_param(description: str, title: str, section: str = "Run") -> Param:
+    return Param(False, type="boolean", title=title, description=description, section=section)
+
+
+def optional_text_param(description: str, title: str, section: str) -> Param:
+    return Param(None, type=["null", "string"], title=title, description=description, section=section)
+
+
+def optional_arg(param: str) -> str:
+    """A Spark task argument from an optional Param: its value, or the empty string (the CLI's "not given")."""
+    return f"{{{{ params.{param} if params.{param} is not none else '' }}}}"
+
+
 def spark_conn_param() -> Param:
     """The Param every DAG with Spark tasks offers: which Spark they run on, for this run."""
     return Param(
-        "",
-        type="string",
+        None,
+        type=["null", "string"],
+        title="Spark connection",
+        section="Spark",
         description=(
             "Airflow connection the Spark tasks run through (empty: PLACEREC_SPARK_CONN_ID, by default "
             "spark_connect_default, the long-lived Spark Connect server): type spark_connect runs the job "
@@ -186,13 +238,15 @@ def interval_from_context(
     data_interval_start: Any,
     data_interval_end: Any,
     triggering_asset_events: Any,
+    latest: Callable[[], tuple[datetime, datetime]] | None = None,
 ) -> dict[str, str]:
     """The data interval an asset-triggered (or manual) run works on, as ISO strings.
 
     Order: the ``start``/``end`` Params when given; else the run's own non-empty data interval
     (scheduled or backfill runs); else the span of the data intervals of the runs that produced the
     triggering asset events (Airflow 3 gives asset-triggered runs no interval of their own), or the
-    interval an asset-triggered producer announced in the events' ``extra`` (see ``announce``).
+    interval an asset-triggered producer announced in the events' ``extra`` (see ``announce``); else
+    (a manual run with an empty form) ``latest()``, the latest complete interval.
     """
     if params.get("start"):
         start = _aware(params["start"])
@@ -211,9 +265,11 @@ def interval_from_context(
             elif run is not None and run.data_interval_start is not None and run.data_interval_end is not None:
                 starts.append(_aware(run.data_interval_start))
                 ends.append(_aware(run.data_interval_end))
-    if not starts:
+    if starts:
+        return _checked(min(starts), max(ends))
+    if latest is None:
         raise ValueError("no data interval: give the start (and end) Params, or let an ingest run trigger this DAG")
-    return _checked(min(starts), max(ends))
+    return _checked(*latest())
 
 
 def _aware(value: Any) -> datetime:
@@ -229,19 +285,59 @@ def _checked(start: datetime, end: datetime) -> dict[str, str]:
     return {"start": start.isoformat(), "end": end.isoformat()}
 
 
-def _run_interval(context: Any) -> dict[str, str]:
+def latest_complete_interval(upstream: str) -> tuple[datetime, datetime]:
+    """The newest interval ``upstream`` completed, from its rows in ``ops.task_metrics``.
+
+    ``ingest_events`` counts only intervals it found landing files for; ``train_hybrid`` only those
+    whose model was promoted (what ``publish_index`` serves).
+    """
+    from placerec.catalog import get_catalog
+
+    if "'" in upstream:
+        raise ValueError(f"job name {upstream!r} may not contain a quote")
+    table = get_catalog().load_table("ops.task_metrics")
+    rows = table.scan(
+        row_filter=f"job = '{upstream}'", selected_fields=("interval_start", "interval_end", "details")
+    ).to_arrow()
+    done = []
+    for start, end, details in zip(*(rows.column(c).to_pylist() for c in rows.column_names), strict=True):
+        found = json.loads(details or "{}")
+        if start is None or end is None or found.get("skipped") or found.get("dry_run"):
+            continue
+        if upstream == "train_hybrid" and not found.get("promoted"):
+            continue
+        done.append((_aware(start), _aware(end)))
+    if not done:
+        raise ValueError(
+            f"no data interval: {upstream} has not completed one yet (ops.task_metrics); "
+            "give the start (and end) Params, or run the upstream DAG first"
+        )
+    return max(done, key=lambda interval: (interval[1], interval[0]))
+
+
+def _run_interval(context: Any, upstream: str | None = None) -> dict[str, str]:
     return interval_from_context(
         dict(context.get("params") or {}),
         context.get("data_interval_start"),
         context.get("data_interval_end"),
         context.get("triggering_asset_events"),
+        latest=(lambda: latest_complete_interval(upstream)) if upstream else None,
     )
 
 
-@task(task_id="resolve_interval")
-def resolve_interval(**context: Any) -> dict[str, str]:
-    """Task: the interval the DAG's Spark tasks template in (``ti.xcom_pull('resolve_interval')``)."""
-    return _run_interval(context)
+def resolve_interval(upstream: str) -> Any:
+    """Task: the interval the DAG's Spark tasks template in (``ti.xcom_pull('resolve_interval')``).
+
+    A manual run with an empty form works on the newest interval ``upstream`` completed.
+    """
+
+    @task(task_id="resolve_interval")
+    def _resolve(**context: Any) -> dict[str, str]:
+        interval = _run_interval(context, upstream)
+        log.info("data interval %s .. %s", interval["start"], interval["end"])
+        return interval
+
+    return _resolve()
 
 
 @task.short_circuit(task_id="unless_dry_run")
@@ -260,7 +356,8 @@ def announce(task_id: str, assets: list[Asset]) -> Any:
 
     @task(task_id=task_id, outlets=assets)
     def _announce(**context: Any) -> dict[str, str]:
-        interval = _run_interval(context)
+        # the interval resolve_interval chose (a manual run's may come from ops.task_metrics), else the run's own
+        interval = context["ti"].xcom_pull(task_ids="resolve_interval") or _run_interval(context)
         for asset in assets:
             context["outlet_events"][asset].extra = dict(interval)
         return dict(interval)

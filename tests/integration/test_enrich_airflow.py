@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from placerec.airflow_api import AirflowApi
+from placerec.airflow_api import AirflowApi, AirflowError
 from placerec.catalog import get_catalog
 from placerec.demo import generate
 from placerec.enrich.embeddings import EmbeddingClient
@@ -152,12 +152,39 @@ def test_profiles_and_interests_carry_real_e5_vectors(enriched: dict[str, Any], 
 
 def test_manual_rerun_of_the_interval_makes_no_call(enriched: dict[str, Any], settings: Settings) -> None:
     api: AirflowApi = enriched["api"]
-    run_id = api.trigger("enrich_reviews", {"start": LO.isoformat(), "end": HI.isoformat()})
+    run_id = api.trigger("enrich_reviews", {"start": LO.date().isoformat(), "end": HI.date().isoformat()})
     assert api.wait_run("enrich_reviews", run_id) == "success"
     row = next(r for r in metrics(settings) if r["interval_start"] == LO and r["interval_end"] == HI)
     assert row["run_id"] == run_id
     assert row["calls"] == 0 and row["cache_hits"] > 0 and row["tokens"] == 0
     assert json.loads(row["details"])["sent"] == 0
+
+
+def test_a_trigger_with_the_form_as_opened_takes_the_latest_complete_interval(enriched: dict[str, Any]) -> None:
+    """No start/end: the newest interval ingest_events completed (its ops.task_metrics rows), as a dry run."""
+    from placerec.orchestration import latest_complete_interval
+
+    api: AirflowApi = enriched["api"]
+    start, end = latest_complete_interval("ingest_events")
+    run_id = api.trigger("enrich_reviews", {"dry_run": True})
+    assert api.wait_run("enrich_reviews", run_id) == "success"
+    run = f"/dags/enrich_reviews/dagRuns/{run_id}/taskInstances/resolve_interval/xcomEntries/return_value"
+    assert api.get(run)["value"] == {"start": start.isoformat(), "end": end.isoformat()}
+    task = api.get(f"/dags/enrich_reviews/dagRuns/{run_id}/taskInstances/extract_review_keywords")
+    args = task["rendered_fields"]["args"]  # what the Spark task ran on (a dry run records no metrics)
+    assert args[args.index("--start") + 1] == start.isoformat() and args[args.index("--end") + 1] == end.isoformat()
+
+
+@pytest.mark.parametrize(
+    ("conf", "says"),
+    [({"start": "2026-13-01"}, "is not a 'date'"), ({"budget_tokens": -1}, "less than the minimum of 1")],
+)
+def test_a_trigger_with_a_bad_value_is_refused_with_the_reason(
+    enriched: dict[str, Any], conf: dict[str, Any], says: str
+) -> None:
+    api: AirflowApi = enriched["api"]
+    with pytest.raises(AirflowError, match=says):
+        api.trigger("enrich_reviews", conf)
 
 
 def run_with_connection(
@@ -198,7 +225,7 @@ def test_an_llm_key_kept_by_airflow_leaks_nowhere(
         # the test server has no rate limit: the default pacing (200k tokens/min) would make this run wait
         extra = {"model": model, "rpm": 600_000, "tpm": 1_000_000_000}
         connection = {"conn_type": "openai", "host": server.base_url, "password": secret, "extra": extra}
-        conf = {"start": LO.isoformat(), "end": HI.isoformat(), "extractor": "llm", "note": canary}
+        conf = {"start": LO.date().isoformat(), "end": HI.date().isoformat(), "extractor": "llm", "note": canary}
         run_id = run_with_connection(api, "enrich_reviews", conf, "llm_default", connection)
     assert server.requests > 0 and {r.authorization for r in server.records} == {f"Bearer {secret}"}
     window = f"review_ts >= '{LO.isoformat()}' and review_ts < '{HI.isoformat()}'"
@@ -270,7 +297,7 @@ def test_an_opensearch_password_kept_by_airflow_leaks_nowhere(
     with OpenSearchProxy(settings.opensearch_url, tls=True, basic_auth=("placerec", secret)) as proxy:
         extra = {"verify_certs": True, "ca_certs": proxy.ca_cert}
         connection = {"conn_type": "opensearch", "host": proxy.url, "login": "placerec", "password": secret}
-        conf = {"start": LO.isoformat(), "end": HI.isoformat(), "dry_run": True, "model_version": model}
+        conf = {"start": LO.date().isoformat(), "end": HI.date().isoformat(), "dry_run": True, "model_version": model}
         run_id = run_with_connection(api, "publish_index", conf, "opensearch_default", {**connection, "extra": extra})
         assert proxy.bulk_docs > 0 and proxy.auth_failures == 0, "the build did not go through the proxy"
     rows = [r for r in scan(settings, "ops.index_versions") if r["model_version"] == model]

@@ -324,3 +324,29 @@ def test_eval_keywords_refuses_a_worse_prompt_through_the_cli(prompts: Path, mon
         assert "promoted keywords-v2 (was keywords-v1) [forced]" in forced.output
         assert registry.promoted_prompt() == "keywords-v2" and registry.load()["history"][-1]["forced"] is True
         assert server.requests >= 2 * 60
+
+
+def test_a_manual_run_with_an_empty_form_takes_the_latest_complete_interval(unit_home) -> None:  # type: ignore[no-untyped-def]
+    """Skipped ingest days, dry runs and unpromoted models are not complete intervals; the newest complete one wins."""
+    from placerec.catalog import ensure_tables_once
+    from placerec.ops import TaskMetrics, record_metrics
+    from placerec.orchestration import interval_from_context, latest_complete_interval
+    from placerec.settings import get_settings
+
+    ensure_tables_once(get_settings())
+    # far-future days: newer than whatever other tests of this session recorded in the same table
+    day = [datetime(2031, 11, d, tzinfo=timezone.utc) for d in range(1, 8)]
+    with pytest.raises(ValueError, match="no_such_job has not completed one yet"):
+        latest_complete_interval("no_such_job")
+    record_metrics(TaskMetrics("ingest_events", day[1], day[2], "r1"))
+    record_metrics(TaskMetrics("ingest_events", day[3], day[4], "r2"))
+    record_metrics(TaskMetrics("ingest_events", day[5], day[6], "r3", details={"skipped": "no landing files"}))
+    record_metrics(TaskMetrics("train_hybrid", day[0], day[3], "t1", details={"promoted": True}))
+    record_metrics(TaskMetrics("train_hybrid", day[1], day[5], "t2", details={"promoted": False}))
+    assert latest_complete_interval("ingest_events") == (day[3], day[4])
+    assert latest_complete_interval("train_hybrid") == (day[0], day[3])
+    got = interval_from_context({"start": None, "end": None}, None, None, {}, latest=lambda: (day[3], day[4]))
+    assert got == {"start": day[3].isoformat(), "end": day[4].isoformat()}
+    # the form's fields and the triggering events still come first
+    got = interval_from_context({"start": "2026-11-02"}, None, None, {}, latest=lambda: (day[3], day[4]))
+    assert got["start"] == "2026-11-02T00:00:00+00:00"
