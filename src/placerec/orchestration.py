@@ -57,28 +57,19 @@ UPSTREAM_JOB = {
 }
 
 
+def _day_param(title: str, description: str) -> Param:
+    return Param(None, type=["null", "string"], format="date", title=title, section="Interval", description=description)
+
+
 def interval_params(upstream: str) -> dict[str, Param]:
     """The ``start``/``end`` Params of a DAG whose manual runs default to the latest complete interval."""
     return {
-        "start": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="First day",
-            section="Interval",
-            description=(
-                f"First day (UTC) of the interval to work on. Empty: the latest complete interval, the newest "
-                f"one {upstream} finished (for a run triggered by Assets: the triggering runs' interval)."
-            ),
+        "start": _day_param(
+            "First day",
+            f"First day (UTC) of the interval to work on. Empty: the latest complete interval, the newest "
+            f"one {upstream} finished (for a run triggered by Assets: the triggering runs' interval).",
         ),
-        "end": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="End day (exclusive)",
-            section="Interval",
-            description="The day after the last one. Empty: one day after the first day.",
-        ),
+        "end": _day_param("End day (exclusive)", "The day after the last one. Empty: one day after the first day."),
     }
 
 
