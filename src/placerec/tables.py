@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -339,8 +338,11 @@ def ensure_tables(catalog: Catalog) -> list[str]:
     for ns in sorted({t.namespace for t in TABLES}):
         try:
             catalog.create_namespace(ns)
-        except NamespaceAlreadyExistsError:
-            pass
+        except Exception:
+            # Two tasks starting at once (a backfill's days) both find the namespace missing; the
+            # SQL catalog then raises IntegrityError, not NamespaceAlreadyExistsError, for the loser.
+            if not catalog.namespace_exists(ns):
+                raise
     for t in TABLES:
         if catalog.table_exists(t.identifier):
             table = catalog.load_table(t.identifier)
@@ -355,8 +357,9 @@ def ensure_tables(catalog: Catalog) -> list[str]:
                 properties={**_WRITE_PROPS, "comment": t.doc, **t.properties},
             )
             created.append(t.identifier)
-        except TableAlreadyExistsError:  # created concurrently by another task: fine
-            pass
+        except Exception:  # created concurrently by another task (either error): fine
+            if not catalog.table_exists(t.identifier):
+                raise
     return created
 
 

@@ -155,3 +155,36 @@ def test_two_spark_writers_committing_to_one_table_at_once_lose_nothing(spark, r
     record_property("faults_injected", rounds)  # commit races
     record_property("faults_survived", rounds)
     record_property("rows_lost", 0)
+
+
+def _ensure_tables_at_once(uri: str, warehouse: str, barrier: Any) -> list[str]:
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    catalog = SqlCatalog("race", uri=uri, warehouse=warehouse)
+    barrier.wait()  # every process past its own set-up: they ask "does it exist?" together
+    return ensure_tables(catalog)
+
+
+def test_jobs_starting_at_once_on_a_new_catalog_all_get_the_tables(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A backfill's days start their ingest tasks together on a new catalog: each finds a namespace or
+    table missing, all but one lose the race to create it, and every one of them must still go on."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    uri, warehouse = f"sqlite:///{tmp_path / 'catalog.db'}", (tmp_path / "warehouse").as_uri()
+    SqlCatalog("race", uri=uri, warehouse=warehouse)  # the catalog's own tables, as `dev up` leaves them
+    ctx = multiprocessing.get_context("fork")
+    workers = 4
+    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        barrier = manager.Barrier(workers)
+        created = [
+            f.result(timeout=120)
+            for f in [pool.submit(_ensure_tables_at_once, uri, warehouse, barrier) for _ in range(workers)]
+        ]
+    assert sorted(i for c in created for i in c) == sorted(t.identifier for t in TABLES), created
+    catalog = SqlCatalog("race", uri=uri, warehouse=warehouse)
+    assert {".".join(i) for ns in catalog.list_namespaces() for i in catalog.list_tables(ns)} == {
+        t.identifier for t in TABLES
+    }
