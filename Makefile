@@ -10,7 +10,7 @@ RUN := $(UV) run --frozen
 export UV_COMPILE_BYTECODE := 1
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status demo nsmc test test-unit test-dags test-integration lint format bench clean
+.PHONY: help setup browser up down status demo nsmc test test-unit test-dags test-integration lint format bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -18,6 +18,13 @@ help: ## list the targets
 setup: ## install uv (pinned) and the locked Python deps into .venv
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen
+
+# root installs Debian packages itself; anyone else through sudo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser: ## Debian's Chromium and a Korean font for the browser test (apt-get; Playwright never downloads a browser)
+	@{ command -v chromium >/dev/null 2>&1 && dpkg -s fonts-nanum >/dev/null 2>&1; } || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium fonts-nanum; }
 
 up: setup ## start OpenSearch (k-NN), the embeddings endpoint, Spark Connect, PostgreSQL and Airflow (127.0.0.1)
 	$(RUN) placerec dev up
@@ -35,7 +42,7 @@ nsmc: setup ## the README's NSMC evaluation: import, keywords (sampled), train +
 	$(RUN) placerec dev up --only embeddings
 	bash scripts/nsmc.sh
 
-test: lint up ## lint, then every test tier against the real services (unit, dags, integration)
+test: lint up browser ## lint, then every test tier against the real services (unit, dags, integration)
 	bash scripts/pytest.sh $(PYTEST_ARGS)
 
 test-unit: setup ## fast tests, no services
@@ -44,7 +51,7 @@ test-unit: setup ## fast tests, no services
 test-dags: setup ## DAG integrity
 	bash scripts/pytest.sh -m dags $(PYTEST_ARGS)
 
-test-integration: up ## tests against real OpenSearch, Spark, Iceberg, Airflow
+test-integration: up browser ## tests against real OpenSearch, Spark, Iceberg, Airflow
 	bash scripts/pytest.sh -m integration $(PYTEST_ARGS)
 
 lint: setup ## ruff (with Airflow AIR rules), ruff-format check, mypy on src/

@@ -13,7 +13,12 @@ other files), and then
   every file not read) in the commit that makes the whole interval visible to readers at once,
 * records rows read / written / quarantined, files skipped and seconds in `ops.task_metrics`,
 
-and announces the `raw.*` Assets (which start `enrich_reviews`) only when it found landing files.
+then checks the interval (`check_data_quality`, same code as `placerec check --job ingest_events
+--start <ds>`): rows written against the trailing median of earlier days, the quarantine rate, nulls
+in required columns, the tables' schemas against their definitions. A failed check fails the run with
+every failed check and its figures (and alerts, when `PLACEREC_ALERT_WEBHOOK_URL` is set), and nothing
+is announced. The `raw.*` Assets (which start `enrich_reviews`) are announced only when it found
+landing files.
 
 Reruns and backfills of an interval give the same rows; a killed run leaves the previous state
 visible and is completed by its retry. An interval with no landing files is left untouched.
@@ -29,6 +34,7 @@ from placerec.orchestration import (
     DAILY,
     DEFAULT_ARGS,
     announce,
+    check_data_quality,
     if_ingested,
     optional_arg,
     optional_text_param,
@@ -69,4 +75,4 @@ with DAG(
         ],
     )
     raw = [table_asset(f"raw.{t}") for t in ("events", "reviews", "places", "quarantine")]
-    ingest >> if_ingested() >> announce("announce_raw", raw)
+    ingest >> check_data_quality("ingest_events") >> if_ingested() >> announce("announce_raw", raw)

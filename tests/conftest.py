@@ -74,7 +74,11 @@ def spark(unit_home: Path):  # type: ignore[no-untyped-def]
 # Modules that drive the one Airflow instance (they pause and unpause its DAGs): one worker runs them,
 # in this order, while the other workers take the rest, a module at a time (scripts/pytest.sh runs
 # xdist with --no-loadscope-reorder). They are the longest stretch, so they are handed out first.
-AIRFLOW_MODULES = ("tests/integration/test_ingest_airflow.py", "tests/integration/test_enrich_airflow.py")
+AIRFLOW_MODULES = (
+    "tests/integration/test_ingest_airflow.py",
+    "tests/integration/test_enrich_airflow.py",
+    "tests/e2e/test_airflow_ui.py",
+)
 
 
 def _module(nodeid: str) -> str:

@@ -439,6 +439,80 @@ def index_versions() -> None:
     click.echo(format_index_versions(recorded(settings), live_version(opensearch_client(settings), settings)))
 
 
+def _maintain_options(f):  # type: ignore[no-untyped-def]
+    f = click.option(
+        "--dry-run",
+        type=click.BOOL,
+        is_flag=False,
+        flag_value=True,
+        default=False,
+        help="Only count what would change (also --dry-run true|false).",
+    )(f)
+    f = click.option("--run-id", default="manual", help="Recorded in ops.task_metrics (the Airflow run id in DAGs).")(f)
+    f = click.option(
+        "--end", "end", default=None, help="Interval end, exclusive: cut-offs count back from it (default: today, UTC)."
+    )(f)
+    return click.option("--start", "start", default=None, help="Interval start (default: 7 days before the end).")(f)
+
+
+def _maintain_interval(start: str | None, end: str | None) -> tuple[datetime, datetime]:
+    """The given interval; by default the week that ended at today's midnight (UTC)."""
+    start, end = _blank(start), _blank(end)
+    finish = _utc(end) if end else datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (_utc(start) if start else finish - timedelta(days=7)), finish
+
+
+@main.command("maintain")
+@_maintain_options
+@click.option("--table", "tables", multiple=True, help="Only these tables (ns.name; repeat or comma-separate).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's full record as JSON.")
+def maintain_command(
+    start: str | None, end: str | None, run_id: str, dry_run: bool, tables: tuple[str, ...], as_json: bool
+) -> None:
+    """Iceberg upkeep per table: compact small files, expire old snapshots, remove orphan files."""
+    from placerec.maintain import JOB, MaintainRun, MaintenanceFailed, format_maintenance, run_maintain
+    from placerec.settings import get_settings
+    from placerec.spark import get_spark
+
+    settings = get_settings()
+    begin, finish = _maintain_interval(start, end)
+    chosen = [t.strip() for value in tables for t in value.split(",") if t.strip()]
+    spark = get_spark(JOB, settings)
+    failed: MaintenanceFailed | None = None
+    try:
+        run: MaintainRun = run_maintain(spark, begin, finish, run_id=run_id, tables=chosen or None, dry_run=dry_run)
+    except MaintenanceFailed as exc:
+        failed, run = exc, exc.run
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    finally:
+        spark.stop()
+    click.echo(json.dumps(run.as_dict(), sort_keys=True, default=str) if as_json else format_maintenance(run))
+    if failed is not None:
+        raise click.ClickException(str(failed))
+
+
+@main.command("prune-index-versions")
+@_maintain_options
+def prune_index_versions_command(start: str | None, end: str | None, run_id: str, dry_run: bool) -> None:
+    """Delete OpenSearch index versions beyond PLACEREC_INDEX_KEEP_VERSIONS that no alias points at."""
+    from placerec.maintain import run_prune_index_versions
+    from placerec.serve.publish import PublishError
+
+    begin, finish = _maintain_interval(start, end)
+    try:
+        result = run_prune_index_versions(begin, finish, run_id=run_id, dry_run=dry_run)
+    except PublishError as exc:
+        raise click.ClickException(str(exc)) from None
+    if result.skipped:
+        click.echo(f"skipped: {result.skipped}")
+        return
+    verb = "would delete" if result.dry_run else "deleted"
+    click.echo(f"live {result.live}; kept {', '.join(result.kept)}; {verb} {', '.join(result.deleted) or 'nothing'}")
+    if result.aliased:
+        click.echo(f"kept beyond the limit, an alias points at them: {', '.join(result.aliased)}")
+
+
 def _place_filters(f):  # type: ignore[no-untyped-def]
     f = click.option("--category", default="", help="Only places of this category.")(f)
     f = click.option("--district", default="", help="Only places in this district.")(f)
@@ -476,6 +550,26 @@ def search_command(text: str, k: int, district: str, category: str) -> None:
         vector = embedder.embed([text], input_type="query")[0]
     answer = search(opensearch_client(settings), settings, text, vector, k, district, category)
     click.echo(format_answer(answer, repr(text)))
+
+
+@main.command("check")
+@click.option("--job", default="ingest_events", show_default=True, help="Job whose interval is checked.")
+@click.option("--start", "start", required=True, help="Interval start (date or ISO timestamp; UTC if naive).")
+@click.option("--end", "end", default=None, help="Interval end, exclusive (default: start + 1 day).")
+def check_command(job: str, start: str, end: str | None) -> None:
+    """Data-quality checks of a job's interval (as the DAG's check_data_quality task runs them)."""
+    from placerec.checks import DataQualityError, format_result, run_checks
+
+    begin, finish = _interval(start, end)
+    try:
+        results = run_checks(job, begin, finish)
+    except DataQualityError as exc:
+        for result in exc.results:
+            if result.ok:
+                click.echo(format_result(result))
+        raise click.ClickException(str(exc)) from None
+    for result in results:
+        click.echo(format_result(result))
 
 
 @main.command("create-tables")
@@ -555,123 +649,59 @@ def import_nsmc(path: Path, limit: int | None, out: str) -> None:
     click.echo(json.dumps(result.as_dict(), ensure_ascii=False, sort_keys=True))
 
 
+@main.command("backfill")
+@click.option("--from", "first", required=True, help="First day (YYYY-MM-DD), inclusive.")
+@click.option("--to", "last", required=True, help="Last day (YYYY-MM-DD), inclusive.")
+@click.option(
+    "--through",
+    type=click.Choice(["ingest", "enrich", "train", "publish"]),
+    default="publish",
+    show_default=True,
+    help="The last DAG of the chain to run for each day.",
+)
+@click.option("--landing", default="", help="Landing root to ingest (default: PLACEREC_LANDING_DIR).")
+@click.option("--extractor", type=click.Choice(["local", "llm"]), default=None, help="Extractor to price.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and the LLM estimate; start nothing.")
+@click.option("--timeout", default=3600, show_default=True, help="Seconds to wait for each run.")
+def backfill_command(
+    first: str, last: str, through: str, landing: str, extractor: str | None, dry_run: bool, timeout: int
+) -> None:
+    """Backfill the chain: ingest_events over the range through Airflow's backfill API, then each
+    later DAG once per day, in day order, with that day's interval (what the daily runs give)."""
+    from placerec.backfill import BackfillError, format_plan, plan_backfill, run_backfill
+
+    try:
+        plan = plan_backfill(
+            date.fromisoformat(first), date.fromisoformat(last), through, landing=landing, extractor=extractor
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    click.echo(format_plan(plan))
+    if dry_run:
+        return
+    try:
+        results = run_backfill(plan, timeout=timeout, progress=click.echo)
+    except BackfillError as exc:
+        raise click.ClickException(str(exc)) from exc
+    ran = sum(r.state == "success" for r in results)
+    click.echo(f"done: {ran} runs succeeded, {sum(r.state == 'skipped' for r in results)} skipped")
+
+
 @main.command("demo")
 @click.option("--days", default=7, show_default=True)
 @click.option("--seed", default=42, show_default=True)
 @click.option("--start", default="2026-11-01", show_default=True, help="First day (YYYY-MM-DD).")
-@click.option("--timeout", default=3600, show_default=True, help="Seconds to wait for the backfill.")
+@click.option("--timeout", default=3600, show_default=True, help="Seconds to wait for each step.")
 def demo(days: int, seed: int, start: str, timeout: int) -> None:
-    """Demo data for N days: ingested by an Airflow backfill, enriched by one enrich_reviews run, then trained.
+    """Demo data for N days: ingested by an Airflow backfill, enriched by one enrich_reviews run, then
+    trained and published by the asset-triggered DAGs (``placerec.demo.run.run_demo``)."""
+    from placerec.demo.run import DemoError, format_demo, run_demo
 
-    The enrich run's features Assets trigger train_hybrid (evaluated on the last day, gated).
-    """
-    from placerec.airflow_api import AirflowApi
-    from placerec.catalog import ensure_tables_once
-    from placerec.demo import generate
-    from placerec.report import (
-        enrichment_summary,
-        format_enrichment,
-        format_ingestion,
-        format_publish,
-        format_training,
-        ingestion_by_day,
-        job_run,
-    )
-    from placerec.settings import get_settings
-
-    settings = get_settings()
-    first = date.fromisoformat(start)
-    last = first + timedelta(days=days - 1)
-    began = datetime.now(timezone.utc)
-    generate(settings.landing_path, first, days, seed)
-    click.echo(f"demo data: {days} days from {first} (seed {seed}) in {settings.landing_path}")
-    ensure_tables_once(settings)
-    api = AirflowApi(settings)
-    api.wait_for_dag("ingest_events")
-    api.wait_for_dag("enrich_reviews")
-    api.wait_for_dag("train_hybrid")
-    api.wait_for_dag("publish_index")
-    # One enrich run over the whole backfill instead of one per day (each would rebuild every
-    # profile): paused, the DAG ignores the ingest runs' Asset events; it is unpaused afterwards.
-    api.set_paused("enrich_reviews", True)
-    api.set_paused("ingest_events", False)
-    for stale in api.active_backfills("ingest_events"):
-        click.echo(f"waiting for backfill {stale['id']} started earlier")
-        api.wait_backfill(stale["id"], "ingest_events", first, last, timeout=timeout)
-    backfill_id = api.create_backfill("ingest_events", first, last, reprocess="completed")
-    click.echo(f"backfill {backfill_id}: ingest_events {first} .. {last}, run by the scheduler")
-    api.wait_backfill(
-        backfill_id, "ingest_events", first, last, timeout=timeout, progress=lambda s: click.echo(f"  {s}")
-    )
-    click.echo(format_ingestion(ingestion_by_day(first, last)))
-    api.set_paused("enrich_reviews", False)
-    api.set_paused("train_hybrid", False)
-    api.set_paused("publish_index", False)
-    end = last + timedelta(days=1)
-    enriched_at = datetime.now(timezone.utc)
-    run_id = api.trigger("enrich_reviews", {"start": first.isoformat(), "end": end.isoformat()})
-    click.echo(f"enrich_reviews {run_id}: {first} .. {last}; from now on each ingest run triggers it (Assets)")
-    state = api.wait_run("enrich_reviews", run_id, timeout=timeout, progress=lambda s: click.echo(f"  {s}"))
-    if state != "success":
-        raise click.ClickException(f"enrich_reviews run {run_id} ended {state}: see its task logs in the UI")
-    click.echo(format_enrichment(enrichment_summary(first, last)))
-    click.echo("train_hybrid: triggered by the enrich run's features Assets")
-    api.wait_asset_triggered(
-        "train_hybrid",
-        enriched_at,
-        lambda: any(r["state"] in ("success", "failed") for r in api.dag_runs("train_hybrid", since=enriched_at)),
-        timeout=timeout,
-        progress=lambda s: click.echo(f"  {s}"),
-    )
-    trained = job_run("train_hybrid", first, settings, since=enriched_at)
-    if trained is None:
-        # Airflow hands an asset-triggered run every event since the DAG's previous run, so features
-        # events left by earlier runs (other days) widen its interval; train the demo's week explicitly.
-        click.echo(f"train_hybrid: the asset-triggered run covered other days too; training {first} .. {last}")
-        train_id = api.trigger("train_hybrid", {"start": first.isoformat(), "end": end.isoformat()})
-        state = api.wait_run("train_hybrid", train_id, timeout=timeout, progress=lambda s: click.echo(f"  {s}"))
-        if state != "success":
-            raise click.ClickException(f"train_hybrid run {train_id} ended {state}: see its task logs in the UI")
-        trained = job_run("train_hybrid", first, settings, since=enriched_at)
-    assert trained is not None
-    click.echo(format_training(trained))
-    if trained.get("promoted"):
-        click.echo("publish_index: triggered by the promoted model.recommendations Asset")
-        api.wait_asset_triggered(
-            "publish_index",
-            enriched_at,
-            lambda: job_run("publish_index", first, settings, since=enriched_at) is not None,
-            timeout=timeout,
-            progress=lambda s: click.echo(f"  {s}"),
-        )
-        published = job_run("publish_index", first, settings, since=enriched_at)
-        assert published is not None
-        click.echo(format_publish(published))
-        _demo_recommendation(settings, str(trained["model_version"]))
-    else:
-        click.echo("publish_index: not triggered, the gate did not promote this model (serving keeps the last one)")
-    seconds = (datetime.now(timezone.utc) - began).total_seconds()
-    click.echo(f"done in {seconds:.0f}s; Airflow UI: {settings.airflow_url}/dags/publish_index")
-
-
-def _demo_recommendation(settings: Any, model_version: str) -> None:
-    """What `placerec recommend` prints for the first user whose top place has a reason."""
-    from placerec.catalog import get_catalog
-    from placerec.report import format_answer
-    from placerec.serve.client import opensearch_client
-    from placerec.serve.query import recommend
-    from placerec.tables import load_table
-
-    rows = (
-        load_table(get_catalog(settings), "model.recommendations")
-        .scan(row_filter=f"model_version = '{model_version}' and rank = 1", selected_fields=("user_id", "reason"))
-        .to_arrow()
-        .to_pylist()
-    )
-    users = sorted(r["user_id"] for r in rows if r["reason"])
-    if users:
-        click.echo(f"\n$ placerec recommend --user {users[0]} -k 5")
-        click.echo(format_answer(recommend(opensearch_client(settings), settings, users[0], k=5), f"user {users[0]}"))
+    try:
+        result = run_demo(days, seed, date.fromisoformat(start), timeout=timeout, progress=click.echo)
+    except DemoError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo("\n" + format_demo(result))
 
 
 if __name__ == "__main__":

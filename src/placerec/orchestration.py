@@ -15,6 +15,7 @@ from typing import Any
 from airflow.sdk import Asset, BaseOperator, Param, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from placerec.alerts import on_failure
 from placerec.settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_delay": timedelta(minutes=1),
     "retry_exponential_backoff": True,
     "execution_timeout": timedelta(hours=2),
+    # logs the failure in one line and posts it to PLACEREC_ALERT_WEBHOOK_URL when set (stdlib-only import)
+    "on_failure_callback": on_failure,
 }
 
 # Airflow 3's "@daily" is a trigger timetable whose runs have empty data intervals; our tasks own
@@ -354,6 +357,31 @@ def announce(task_id: str, assets: list[Asset]) -> Any:
         return dict(interval)
 
     return _announce()
+
+
+def check_data_quality(job: str, task_id: str = "check_data_quality") -> Any:
+    """Task: the data-quality checks of ``job`` for the run's interval (:mod:`placerec.checks`).
+
+    A failed check fails the task at once, with the checks' message: a retry would judge the same data.
+    Returns every result (pushed as XCom).
+    """
+
+    @task(task_id=task_id)
+    def _check(**context: Any) -> list[dict[str, Any]]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from placerec.checks import DataQualityError, run_checks
+
+        interval = context["ti"].xcom_pull(task_ids="resolve_interval") or _run_interval(context)
+        try:
+            results = run_checks(job, _aware(interval["start"]), _aware(interval["end"]))
+        except DataQualityError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        for result in results:
+            log.info("%s: %s", result.name, result.message)
+        return [result.as_dict() for result in results]
+
+    return _check()
 
 
 @task.short_circuit(task_id="if_ingested")

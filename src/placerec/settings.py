@@ -92,6 +92,17 @@ class Settings:
     """Validation: k-NN recall@10 against exact cosine on a sample of place vectors must reach this."""
     publish_recall_sample: int = 200
 
+    maintain_snapshot_retain_last: int = 10
+    """Maintenance keeps each table's newest this many snapshots (the current one counted), however old."""
+    maintain_snapshot_max_age_days: float = 7.0
+    """Snapshots older than this (counted back from the maintain run's interval end) are expired beyond the
+    retained newest ones: time travel, and rebuilding from recorded snapshot ids, reaches back this far."""
+    maintain_orphan_min_age_days: float = 3.0
+    """Unreferenced files under a table's folder are deleted once this old (at least 1: a write in flight
+    has files its commit does not name yet)."""
+    maintain_min_input_files: int = 2
+    """Compaction rewrites a partition's small data files once it has at least this many."""
+
     embeddings_host: str = "127.0.0.1"
     embeddings_port: int = 8089
     embeddings_model: str = "multilingual-e5-small"
@@ -163,6 +174,25 @@ class Settings:
     1.0 = one fresh view under the default weights; 0 gives all content full weight."""
     train_gate_tolerance: float = 0.02
     """Promotion: NDCG@10 may trail the promoted model's by at most this share (0.02 = 2 %)."""
+
+    check_history_intervals: int = 7
+    """Row-count check: the trailing median is taken over this many previous (non-skipped) intervals of the job."""
+    check_min_history: int = 3
+    """Row-count check: with fewer previous intervals than this it passes, saying there is not enough history."""
+    check_min_row_ratio: float = 0.5
+    """Row-count check: rows written a day below this share of the trailing median fail the interval."""
+    check_max_row_ratio: float = 2.0
+    """Row-count check: rows written a day above this multiple of the trailing median fail the interval."""
+    check_max_quarantine_rate: float = 0.2
+    """Quarantine check: rows quarantined / rows read above this fail the interval."""
+    check_max_null_rate: float = 0.0
+    """Null check: share of an interval's rows without a value in a column validation requires (where it
+    applies). Validation lets none through, so any null means a writer went around it: 0 fails on the first."""
+    alert_webhook_url: str = field(default="", repr=False)
+    """Secret (it may carry a token): failure callbacks POST a JSON alert here; empty = log only."""
+    alert_timeout_s: float = 5.0
+    alert_retries: int = 2
+    """Retries of an alert POST that failed to connect, timed out or got a 5xx/429 answer."""
 
     airflow_host: str = "127.0.0.1"
     airflow_port: int = 8080

@@ -29,9 +29,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _status(url: str) -> int:
+def _status(url: str, headers: dict[str, str] | None = None) -> int:
     try:
-        with urllib.request.urlopen(url, timeout=10) as answer:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=60) as answer:
             return int(answer.status)
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -66,6 +66,10 @@ def test_outside_dev_mode_airflow_refuses_anonymous_calls_and_the_client_signs_i
             time.sleep(1)
         assert _status(f"{closed.airflow_url}/api/v2/dags?limit=1") == 401  # anonymous: refused
         assert "dags" in AirflowApi(closed)._call("/dags?limit=1")  # signed in
+        # the placerec page (a plugin's FastAPI app) is behind the same login
+        for page in ("/placerec/", "/placerec/api/figures", "/placerec/runs/train_hybrid/x"):
+            assert _status(closed.airflow_url + page) == 401, page
+            assert _status(closed.airflow_url + page, AirflowApi(closed)._headers()) == 200, page
         wrong = dataclasses.replace(closed, airflow_password="not-the-password")
         with pytest.raises(AirflowError, match="signing in"):
             AirflowApi(wrong)._call("/dags?limit=1")

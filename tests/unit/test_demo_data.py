@@ -6,6 +6,7 @@ import gzip
 import json
 import re
 from collections import Counter, defaultdict
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -504,3 +505,34 @@ def test_nsmc_titles(tmp_path: Path) -> None:
     path.write_text(json.dumps({"10048": "레옹", "1": {"title_kr": "매트릭스"}}), encoding="utf-8")
     assert load_titles(path) == {"10048": "레옹", "1": "매트릭스"}
     assert load_titles(None) == {}
+
+
+def test_the_demo_prints_each_step_and_ends_with_the_page(tmp_path: Path) -> None:
+    from placerec.demo.run import DemoResult, format_demo
+    from placerec.report import DayCounts, EnrichSummary
+
+    result = DemoResult(
+        first=date(2026, 11, 1),
+        last=date(2026, 11, 2),
+        seed=7,
+        landing=tmp_path,
+        backfill_id=3,
+        ingestion=[DayCounts(date(2026, 11, 1), events=10, rows_read=12), DayCounts(date(2026, 11, 2), events=9)],
+        enrich_run_id="manual__x",
+        enrichment=EnrichSummary(days_covered={date(2026, 11, 1)}, reviews=4),
+        training={"model_version": None, "test": ["2026-11-02", "2026-11-03"], "gate": "not enough test users"},
+        publish=None,
+        sample_user="",
+        sample_answer=None,
+        seconds=61.4,
+        airflow_url="http://127.0.0.1:8080",
+        page_url="http://127.0.0.1:8080/placerec/",
+    )
+    text = format_demo(result)
+    assert "train_hybrid for 2026-11-03: not enough test users" in text
+    assert "publish_index: not triggered, the gate did not promote this model" in text
+    assert "placerec recommend" not in text  # nothing was published, so no sample answer
+    assert text.endswith("placerec page (charts of these runs): http://127.0.0.1:8080/placerec/")
+    unchanged = {"version": "v9", "model_version": "m", "status": "unchanged", "reason": "same"}
+    published = replace(result, publish=unchanged)
+    assert "publish v9 (model m): unchanged (same)" in format_demo(published)

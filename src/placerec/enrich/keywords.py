@@ -205,6 +205,8 @@ class KeywordRun:
     sent: int = 0
     deferred: int = 0
     budget_exhausted: bool = False
+    budget: dict[str, float | None] = field(default_factory=dict)
+    """The run's ceilings (``tokens``, ``cost``; None: none), as the placerec page shows them."""
     keyword_rows: int = 0
     reviews_with_keywords: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
@@ -298,6 +300,7 @@ def run_extract_review_keywords(
     began = time.monotonic()
     ensure_tables_once()
     run = KeywordRun(start, end, spec.identity, dry_run=dry_run)
+    run.budget = {"tokens": budget_tokens, "cost": budget_cost}
 
     reviews = (
         read_at(spark, "raw.reviews", snapshot_ids(["raw.reviews"]))  # as of the last complete ingest run

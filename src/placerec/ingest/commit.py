@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
+    from pyiceberg.table.snapshots import Snapshot
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,13 @@ def ingest_lock(home: Path, wait_seconds: float = LOCK_WAIT_SECONDS) -> Iterator
 
 def last_commit(catalog: Catalog | None = None) -> IngestCommit | None:
     """The newest ingest commit, or None before the first one."""
+    found = last_commit_snapshot(catalog)
+    return found[1] if found else None
+
+
+def last_commit_snapshot(catalog: Catalog | None = None) -> tuple[Snapshot, IngestCommit] | None:
+    """The newest ingest commit and the ``raw.quarantine`` snapshot carrying it (which table
+    maintenance must keep), or None before the first one."""
     from pyiceberg.table.snapshots import ancestors_of
 
     from placerec.catalog import get_catalog
@@ -139,7 +147,7 @@ def last_commit(catalog: Catalog | None = None) -> IngestCommit | None:
         if value is None:
             continue
         if (commit := IngestCommit.parse(value)) is not None:
-            return commit
+            return snap, commit
         log.warning("snapshot %s of %s has a malformed ingest commit: passed over", snap.snapshot_id, COMMIT_TABLE)
     return None
 

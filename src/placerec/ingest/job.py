@@ -53,6 +53,8 @@ class IngestResult:
     seconds: float = 0.0
     skipped: bool = False
     restored: list[str] = field(default_factory=list)
+    landing: str = ""
+    """The landing root read: the data-quality checks compare a day only with days of the same source."""
 
     @property
     def rows_read(self) -> int:
@@ -82,6 +84,7 @@ class IngestResult:
             "seconds": round(self.seconds, 3),
             "skipped": self.skipped,
             "restored": self.restored,
+            "landing": self.landing,
         }
 
 
@@ -471,7 +474,7 @@ def run_ingest(
     ensure_tables_once()
     home = get_settings().home
     with commit.ingest_lock(home) as lock:
-        result = IngestResult(start, end)
+        result = IngestResult(start, end, landing=str(landing))
         listings = {feed: list_landing(landing, feed, start, end) for feed in FEEDS}
         result.files = {feed: len(listing.read) for feed, listing in listings.items()}
         result.files_skipped = {feed: _reasons(listing) for feed, listing in listings.items()}

@@ -686,10 +686,15 @@ def build(
         raise PublishError("validation failed: " + "; ".join(details["validation"]["problems"]))
 
 
+def surplus_versions(client: OpenSearch, s: Settings, keep: str) -> list[str]:
+    """Versions beyond the newest ``index_keep_versions`` (``keep``, the live one, always counts as kept)."""
+    present = sorted(versions_present(client, s), reverse=True)
+    return [v for v in present if v != keep][max(0, s.index_keep_versions - 1) :]
+
+
 def prune(client: OpenSearch, s: Settings, keep: str) -> list[str]:
     """Delete all but the newest ``index_keep_versions`` versions (never the live one)."""
-    present = sorted(versions_present(client, s), reverse=True)
-    extra = [v for v in present if v != keep][max(0, s.index_keep_versions - 1) :]
+    extra = surplus_versions(client, s, keep)
     for v in extra:
         delete_version(client, v, s)
         record_versions(v, None, "deleted", {"pruned_after": keep}, s)
