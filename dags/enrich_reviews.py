@@ -106,7 +106,7 @@ with DAG(
         "spark_conn_id": spark_conn_param(),
     },
 ):
-    interval = resolve_interval("ingest_events")
+    interval = resolve_interval("ingest_events", own="build_place_profiles")
     keywords = spark_job(
         task_id="extract_review_keywords",
         job="extract_review_keywords",

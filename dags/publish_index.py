@@ -63,7 +63,7 @@ with DAG(
         "spark_conn_id": spark_conn_param(),
     },
 ):
-    interval = resolve_interval("train_hybrid")
+    interval = resolve_interval("train_hybrid", own="publish_index")
     publish = spark_job(
         task_id="publish_index",
         job="publish_index",

@@ -54,7 +54,7 @@ with DAG(
         "spark_conn_id": spark_conn_param(),
     },
 ):
-    interval = resolve_interval("build_place_profiles")
+    interval = resolve_interval("build_place_profiles", own="train_hybrid")
     interactions = spark_job(
         task_id="build_interactions",
         job="build_interactions",

@@ -78,6 +78,7 @@ AIRFLOW_MODULES = (
     "tests/integration/test_ingest_airflow.py",
     "tests/integration/test_enrich_airflow.py",
     "tests/e2e/test_airflow_ui.py",
+    "tests/integration/test_backfill_chain.py",
 )
 
 

@@ -295,10 +295,13 @@ class AirflowApi:
         *,
         logical_date: datetime | None = None,
         run_id: str | None = None,
+        data_interval: tuple[datetime, datetime] | None = None,
     ) -> str:
         """A manual run (now, without a logical date, unless one is given); returns its run id.
 
-        A data-interval DAG's manual run at logical date ``L`` covers the interval that ends at ``L``.
+        A data-interval DAG's manual run at logical date ``L`` covers the interval that ends at ``L``,
+        unless ``data_interval`` is given: then it is that interval, as a scheduled or backfill run
+        at ``L`` = its start has (a later backfill of that day then reprocesses this very run).
         Airflow accepts a logical date in the future, then its scheduler never starts the run (it
         logs "Logical date is in future" every second): refused here instead.
         """
@@ -307,7 +310,26 @@ class AirflowApi:
         body: dict[str, Any] = {"logical_date": logical_date.isoformat() if logical_date else None, "conf": conf or {}}
         if run_id:
             body["dag_run_id"] = run_id
+        if data_interval is not None:
+            body["data_interval_start"], body["data_interval_end"] = (t.isoformat() for t in data_interval)
         return str(self._call(f"/dags/{dag_id}/dagRuns", method="POST", body=body)["dag_run_id"])
+
+    def misaligned_runs(self, dag_id: str, first: date, last: date) -> list[dict[str, Any]]:
+        """Runs with a logical date in ``[first, last]`` whose data interval does not start at it: manual
+        runs (their interval ends at the logical date). A backfill of those days would take them over
+        and rerun them with their own, other, interval."""
+        query = urlencode(
+            {
+                "logical_date_gte": f"{first.isoformat()}T00:00:00Z",
+                "logical_date_lte": f"{last.isoformat()}T23:59:59Z",
+                "limit": 1000,
+            }
+        )
+        runs = self._call(f"/dags/{dag_id}/dagRuns?{query}")["dag_runs"]
+        return [r for r in runs if r.get("data_interval_start") and r["data_interval_start"] != r["logical_date"]]
+
+    def delete_run(self, dag_id: str, run_id: str) -> None:
+        self._call(f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}", method="DELETE")
 
     def delete_runs_at(self, dag_id: str, logical_date: datetime) -> int:
         """Delete the runs of ``dag_id`` at ``logical_date`` (so a new run may take it); returns how many."""

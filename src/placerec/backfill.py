@@ -137,18 +137,14 @@ def _review_texts(root: str, first: date, last: date) -> tuple[int, list[tuple[s
 
 
 def _cached_hashes(settings: Settings, model: str, version: str) -> set[str]:
-    from pyiceberg.expressions import And, EqualTo, Reference
-    from pyiceberg.expressions.literals import literal
+    from pyiceberg.expressions import And
 
     from placerec.catalog import get_catalog
     from placerec.enrich import cache
-    from placerec.tables import load_table
-
-    def eq(column: str, value: str) -> EqualTo:
-        return EqualTo(term=Reference(column), value=literal(value))
+    from placerec.tables import equals, load_table
 
     table = load_table(get_catalog(settings), cache.TABLE)
-    where = And(eq("kind", cache.KEYWORDS), And(eq("model", model), eq("prompt_version", version)))
+    where = And(equals("kind", cache.KEYWORDS), And(equals("model", model), equals("prompt_version", version)))
     rows = table.scan(row_filter=where, selected_fields=("content_hash",)).to_arrow()
     return set(rows.column("content_hash").to_pylist())
 
@@ -253,6 +249,11 @@ def run_backfill(
     dags = [DAG_OF[stage] for stage in STAGES]
     for dag in dags:
         api.wait_for_dag(dag)
+    for dag in dict.fromkeys(step.dag_id for step in plan.steps):  # in the chain's order
+        starts = api.get(f"/dags/{dag}/details").get("start_date")
+        if starts and plan.first < datetime.fromisoformat(starts.replace("Z", "+00:00")).date():
+            # Airflow would "run" such a day with no task at all and call it a success
+            raise BackfillError(f"{dag} starts on {starts[:10]}: no run of it can cover {plan.first}")
     results: list[StepResult] = []
     with _paused_except(api, dags) as run_only:
         for step in plan.steps:
@@ -261,6 +262,13 @@ def run_backfill(
                 for stale in api.active_backfills(step.dag_id):
                     progress(f"waiting for backfill {stale['id']} of {step.dag_id} started earlier")
                     api.wait_backfill(stale["id"], step.dag_id, step.first, step.last, timeout=timeout)
+                for run in api.misaligned_runs(step.dag_id, step.first, step.last):
+                    # Airflow would rerun it, as one of the backfill's days, with its own other interval
+                    progress(
+                        f"deleting {step.dag_id} run {run['dag_run_id']} (logical date {run['logical_date'][:10]}, "
+                        f"interval from {run['data_interval_start'][:10]}): the backfill reruns its day"
+                    )
+                    api.delete_run(step.dag_id, run["dag_run_id"])
                 conf = {"landing": plan.landing} if plan.landing != str(s.landing_path) else {}
                 backfill_id = api.create_backfill(step.dag_id, step.first, step.last, reprocess="completed", conf=conf)
                 progress(f"backfill {backfill_id}: {step.dag_id} {step.first} .. {step.last}")

@@ -233,6 +233,7 @@ def interval_from_context(
     data_interval_end: Any,
     triggering_asset_events: Any,
     latest: Callable[[], tuple[datetime, datetime]] | None = None,
+    done: Callable[[datetime, datetime, datetime | None], bool] | None = None,
 ) -> dict[str, str]:
     """The data interval an asset-triggered (or manual) run works on, as ISO strings.
 
@@ -241,6 +242,11 @@ def interval_from_context(
     triggering asset events (Airflow 3 gives asset-triggered runs no interval of their own), or the
     interval an asset-triggered producer announced in the events' ``extra`` (see ``announce``); else
     (a manual run with an empty form) ``latest()``, the latest complete interval.
+
+    Airflow hands an asset-triggered run every event since the DAG's previous asset-triggered run,
+    paused time included; ``done(start, end, emitted_at)`` tells the events whose interval this DAG
+    already completed after they were emitted (a backfill's, a manual run's): those are left out, so
+    the run after a backfill covers only what is new. If every event is done, the newest one counts.
     """
     if params.get("start"):
         start = _aware(params["start"])
@@ -248,19 +254,23 @@ def interval_from_context(
         return _checked(start, end)
     if data_interval_start is not None and data_interval_end is not None and data_interval_start < data_interval_end:
         return _checked(_aware(data_interval_start), _aware(data_interval_end))
-    starts, ends = [], []
+    spans: list[tuple[datetime, datetime, datetime | None]] = []
     for events in (triggering_asset_events or {}).values():
         for event in events:
             extra = getattr(event, "extra", None) or {}
             run = event.source_dag_run
+            emitted = getattr(event, "timestamp", None)
+            emitted = _aware(emitted) if emitted is not None else None
             if extra.get("start") and extra.get("end"):  # announced by the producing DAG (``announce``)
-                starts.append(_aware(extra["start"]))
-                ends.append(_aware(extra["end"]))
+                spans.append((_aware(extra["start"]), _aware(extra["end"]), emitted))
             elif run is not None and run.data_interval_start is not None and run.data_interval_end is not None:
-                starts.append(_aware(run.data_interval_start))
-                ends.append(_aware(run.data_interval_end))
-    if starts:
-        return _checked(min(starts), max(ends))
+                spans.append((_aware(run.data_interval_start), _aware(run.data_interval_end), emitted))
+    if spans:
+        new = [span for span in spans if done is None or not done(*span)]
+        if not new:
+            newest = max(spans, key=lambda span: (span[2] is not None, span[2] or span[1], span[1]))
+            new = [newest]
+        return _checked(min(span[0] for span in new), max(span[1] for span in new))
     if latest is None:
         raise ValueError("no data interval: give the start (and end) Params, or let an ingest run trigger this DAG")
     return _checked(*latest())
@@ -309,25 +319,60 @@ def latest_complete_interval(upstream: str) -> tuple[datetime, datetime]:
     return max(done, key=lambda interval: (interval[1], interval[0]))
 
 
-def _run_interval(context: Any, upstream: str | None = None) -> dict[str, str]:
+def completed_after(job: str) -> Callable[[datetime, datetime, datetime | None], bool]:
+    """``done(start, end, emitted_at)`` for :func:`interval_from_context`: ``job`` recorded a run whose
+    interval covers ``[start, end)`` after ``emitted_at`` (``ops.task_metrics``)."""
+    from placerec.catalog import get_catalog
+    from placerec.tables import equals
+
+    rows = (
+        get_catalog()
+        .load_table("ops.task_metrics")
+        .scan(
+            row_filter=equals("job", job), selected_fields=("interval_start", "interval_end", "recorded_at", "details")
+        )
+        .to_arrow()
+        .to_pylist()
+    )
+    runs = [
+        (_aware(r["interval_start"]), _aware(r["interval_end"]), _aware(r["recorded_at"]))
+        for r in rows
+        if r["interval_start"]
+        and r["interval_end"]
+        and r["recorded_at"]
+        and '"dry_run": true' not in (r["details"] or "")
+    ]
+
+    def done(start: datetime, end: datetime, emitted_at: datetime | None) -> bool:
+        if emitted_at is None:
+            return False
+        return any(s <= start and end <= e and at > emitted_at for s, e, at in runs)
+
+    return done
+
+
+def _run_interval(context: Any, upstream: str | None = None, own: str | None = None) -> dict[str, str]:
     return interval_from_context(
         dict(context.get("params") or {}),
         context.get("data_interval_start"),
         context.get("data_interval_end"),
         context.get("triggering_asset_events"),
         latest=(lambda: latest_complete_interval(upstream)) if upstream else None,
+        done=completed_after(own) if own and context.get("triggering_asset_events") else None,
     )
 
 
-def resolve_interval(upstream: str) -> Any:
+def resolve_interval(upstream: str, own: str | None = None) -> Any:
     """Task: the interval the DAG's Spark tasks template in (``ti.xcom_pull('resolve_interval')``).
 
-    A manual run with an empty form works on the newest interval ``upstream`` completed.
+    A manual run with an empty form works on the newest interval ``upstream`` completed. An
+    asset-triggered run leaves out the events whose interval ``own`` (the DAG's job that completes an
+    interval) already completed after they were emitted.
     """
 
     @task(task_id="resolve_interval")
     def _resolve(**context: Any) -> dict[str, str]:
-        interval = _run_interval(context, upstream)
+        interval = _run_interval(context, upstream, own)
         log.info("data interval %s .. %s", interval["start"], interval["end"])
         return interval
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import EqualTo, Reference
+from pyiceberg.expressions.literals import literal
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -384,3 +386,9 @@ def load_table(catalog: Catalog, identifier: str) -> Table:
     if not catalog.table_exists(identifier):
         ensure_tables(catalog)
     return catalog.load_table(identifier)
+
+
+def equals(column: str, value: str | int) -> EqualTo:
+    """A scan filter ``column == value`` as a bound expression: any string, quotes included, is a value
+    (never SQL text), so filters on what a user typed (a run id, a user id) cannot be bent."""
+    return EqualTo(term=Reference(column), value=literal(value))  # type: ignore[type-var]

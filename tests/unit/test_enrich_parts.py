@@ -95,6 +95,48 @@ def test_interval_from_triggering_events_spans_their_runs() -> None:
     assert interval_from_context({}, None, None, events) == {"start": d1.isoformat(), "end": d3.isoformat()}
 
 
+def _announced(start: datetime, end: datetime, emitted: datetime) -> Any:
+    return SimpleNamespace(
+        extra={"start": start.isoformat(), "end": end.isoformat()}, source_dag_run=None, timestamp=emitted
+    )
+
+
+def test_events_of_intervals_the_dag_already_completed_since_are_left_out(unit_home) -> None:  # type: ignore[no-untyped-def]
+    """After a backfill (or a manual run) the next asset-triggered run covers only what is new, although
+    Airflow hands it every event since its previous asset-triggered run."""
+    from placerec.catalog import ensure_tables_once
+    from placerec.ops import TaskMetrics, record_metrics
+    from placerec.orchestration import completed_after, interval_from_context
+
+    ensure_tables_once(get_settings())
+    d = [datetime(2032, 6, n, tzinfo=UTC) for n in range(1, 6)]
+    emitted = datetime.now(UTC) - timedelta(hours=2)  # the events' wall-clock time, before the backfill
+    backlog = [_announced(d[i], d[i + 1], emitted + timedelta(minutes=i)) for i in range(3)]  # days 1..3
+    new_day = _announced(d[3], d[4], emitted + timedelta(minutes=30))
+    events = {"raw.events": [*backlog, new_day]}
+    # nothing done yet: the run spans every announced day
+    assert interval_from_context({}, None, None, events, done=completed_after("ui_job_x")) == {
+        "start": d[0].isoformat(),
+        "end": d[4].isoformat(),
+    }
+    # a backfill did days 1..3 after their events were emitted (recorded now, after `emitted`)
+    for i in range(3):
+        record_metrics(TaskMetrics("chain_job_x", d[i], d[i + 1], f"backfill-{i}"))
+    done = completed_after("chain_job_x")
+    assert interval_from_context({}, None, None, events, done=done) == {
+        "start": d[3].isoformat(),
+        "end": d[4].isoformat(),
+    }
+    # an event emitted after the run that covered its day is new again (the day was re-ingested)
+    again = _announced(d[1], d[2], datetime.now(UTC) + timedelta(hours=1))
+    assert interval_from_context({}, None, None, {"raw.events": [again]}, done=done)["start"] == d[1].isoformat()
+    # every event done: the newest one counts
+    assert interval_from_context({}, None, None, {"raw.events": backlog}, done=done) == {
+        "start": d[2].isoformat(),
+        "end": d[3].isoformat(),
+    }
+
+
 def test_interval_announced_in_event_extra_wins_over_the_source_run() -> None:
     from placerec.orchestration import interval_from_context
 

@@ -14,10 +14,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.expressions import And, EqualTo, Reference
-from pyiceberg.expressions.literals import literal
+from pyiceberg.expressions import And
 
-from placerec.tables import TABLES, load_table
+from placerec.tables import TABLES, equals, load_table
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +112,10 @@ def freshness(catalog: Catalog, now: datetime | None = None) -> list[Freshness]:
     return out
 
 
-def _eq(column: str, value: str) -> EqualTo:
-    return EqualTo(term=Reference(column), value=literal(value))
-
-
 def _task_metrics(catalog: Catalog, column: str, value: str) -> list[dict[str, Any]]:
     """``ops.task_metrics`` rows where ``column`` equals ``value`` (any string: a bound expression,
     not SQL text), ``details`` parsed (unparseable details read as empty)."""
-    rows = load_table(catalog, "ops.task_metrics").scan(row_filter=_eq(column, value)).to_arrow().to_pylist()
+    rows = load_table(catalog, "ops.task_metrics").scan(row_filter=equals(column, value)).to_arrow().to_pylist()
     for r in rows:
         try:
             r["details"] = json.loads(r["details"] or "{}")
@@ -275,9 +270,7 @@ def user_with_reasons(catalog: Catalog) -> str:
     rows = (
         load_table(catalog, "model.recommendations")
         .scan(
-            row_filter=And(
-                _eq("model_version", runs[-1].model_version), EqualTo(term=Reference("rank"), value=literal(1))
-            ),
+            row_filter=And(equals("model_version", runs[-1].model_version), equals("rank", 1)),
             selected_fields=("user_id", "reason"),
         )
         .to_arrow()
