@@ -195,7 +195,12 @@ def test_the_spark_submit_road_is_one_param_away(first_run: dict[str, Any], api:
     assert "Spark-Submit cmd: spark-submit --master local[*]" in log and "through Spark Connect" not in log, log[-3000:]
     assert f'"interval_start": "{EMPTY.isoformat()}T00:00:00+00:00"' in log  # the job ran, on the empty day
     states = {t["task_id"]: t["state"] for t in api.task_instances("ingest_events", run_id)}
-    assert states == {"ingest_landing_files": "success", "if_ingested": "success", "announce_raw": "skipped"}
+    assert states == {
+        "ingest_landing_files": "success",
+        "check_data_quality": "success",
+        "if_ingested": "success",
+        "announce_raw": "skipped",
+    }
 
 
 def test_placerec_airflow_runs_the_cli_against_the_local_instance() -> None:

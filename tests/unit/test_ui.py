@@ -13,9 +13,10 @@ from urllib.parse import quote
 
 import pytest
 
-# far-future days: newer than whatever other tests of this session recorded in the same tables
-DAY = [datetime(2032, 3, d, tzinfo=timezone.utc) for d in range(1, 9)]
-MODEL = "hybrid-ui-test-20320304"
+# days no other test of the session uses: before 2031-11, the newest ingest days of
+# test_enrich_parts' latest_complete_interval test, which must stay the newest
+DAY = [datetime(2030, 3, d, tzinfo=timezone.utc) for d in range(1, 9)]
+MODEL = "hybrid-ui-test-20300304"
 
 
 def _closed_port() -> int:
@@ -81,13 +82,13 @@ def recorded(unit_home) -> Iterator[Any]:  # type: ignore[no-untyped-def]
     ]
     row = {
         "model_version": MODEL,
-        "trained_for": date(2032, 3, 4),
+        "trained_for": date(2030, 3, 4),
         "params": [],
         "input_snapshots": [],
         "metrics": metrics,
         "promoted": True,
         "forced": False,
-        "created_at": datetime(2032, 3, 4, 12, tzinfo=timezone.utc),
+        "created_at": datetime(2030, 3, 4, 12, tzinfo=timezone.utc),
     }
     runs.append(pa.Table.from_pylist([row], schema=runs.schema().as_arrow()))
     yield get_catalog()
@@ -99,18 +100,18 @@ def test_ingest_panel_figures_are_the_recorded_metrics(recorded) -> None:  # typ
     from placerec.ui import figures
 
     days = {d.day: d for d in figures.ingest_days(recorded)}
-    got = days["2032-03-01"]
+    got = days["2030-03-01"]
     assert (got.rows_read, got.rows_written, got.rows_quarantined) == (100, 94, 6)
     assert got.quarantine_rate == 0.06
     assert got.by_reason == {"bad_json": 5, "unknown_user": 1}  # summed over the feeds
-    assert "2032-03-02" not in days  # a skipped day is not a day of volume
+    assert "2030-03-02" not in days  # a skipped day is not a day of volume
 
 
 def test_llm_panel_carries_the_runs_budget(recorded) -> None:  # type: ignore[no-untyped-def]
     from placerec.ui import figures
 
     run = next(r for r in figures.llm_runs(recorded) if r.run_id == "ui-enrich-1")
-    assert run.interval == "2032-03-01 +3d"
+    assert run.interval == "2030-03-01 +3d"
     assert (run.calls, run.cache_hits, run.tokens, run.cost) == (40, 10, 12345, 0.0123)
     assert (run.budget_tokens, run.budget_cost, run.extractor) == (20000, None, "llm (gpt-x, keywords-v1)")
 
@@ -121,7 +122,7 @@ def test_model_runs_read_ndcg_by_segment_and_the_paired_interval(recorded) -> No
     run = next(r for r in figures.model_runs(recorded) if r.model_version == MODEL)
     assert run.ndcg == {"hybrid": {"all": 0.21}, "popularity": {"all": 0.18}}  # the unparseable figure is left out
     assert run.versus_popularity == {"all": {"diff": 0.03, "lo": 0.01, "hi": 0.05}}
-    assert run.promoted and run.trained_for == "2032-03-04"
+    assert run.promoted and run.trained_for == "2030-03-04"
 
 
 def test_run_report_matches_the_run_id_exactly_whatever_it_holds(recorded) -> None:  # type: ignore[no-untyped-def]
@@ -156,15 +157,15 @@ def test_the_page_answers_with_charts_and_degrades_a_panel_at_a_time(recorded) -
     for section in ("freshness", "ingest", "llm", "models", "indices", "preview"):
         assert f'<section id="{section}">' in html
     # the ingest chart's bars are the recorded figures
-    assert re.search(r'data-label="2032-03-01" data-series="written" data-value="94"', html)
-    assert re.search(r'data-label="2032-03-01" data-series="quarantined" data-value="6"', html)
+    assert re.search(r'data-label="2030-03-01" data-series="written" data-value="94"', html)
+    assert re.search(r'data-label="2030-03-01" data-series="quarantined" data-value="6"', html)
     # the token budget is drawn across the tokens chart
     assert 'class="limit"' in html and 'data-value="20000"' in html
     # OpenSearch is down: its panel says so, the rest of the page still answers
     assert 'id="err-indices"' in html and "unavailable" in html
     figures_json = client.get("/api/figures").json()
     assert figures_json["aliases"] == {"error": "OpenSearch unavailable"}
-    assert any(d["day"] == "2032-03-01" for d in figures_json["ingest"])
+    assert any(d["day"] == "2030-03-01" for d in figures_json["ingest"])
 
 
 def test_the_page_escapes_what_it_is_given(recorded) -> None:  # type: ignore[no-untyped-def]
