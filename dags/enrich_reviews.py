@@ -121,15 +121,17 @@ with DAG(
             "{{ params.dry_run }}",
         ],
         outlets=[table_asset("features.review_keywords")],
-        connections=("llm_default",),
+        connections=("llm", "embeddings"),
     )
     go_on = unless_dry_run()
-    profiles = spark_job(task_id="build_place_profiles", job="build_place_profiles", args=INTERVAL_ARGS)
+    profiles = spark_job(
+        task_id="build_place_profiles", job="build_place_profiles", args=INTERVAL_ARGS, connections=("embeddings",)
+    )
     interests = spark_job(
         task_id="extract_search_interests",
         job="extract_search_interests",
         args=[*INTERVAL_ARGS, *EXTRACTOR],
-        connections=("llm_default",),
+        connections=("llm", "embeddings"),
     )
     # One event per asset per run, carrying the interval (this run has none of its own for train to inherit).
     done = announce(

@@ -80,5 +80,5 @@ with DAG(
         task_id="prune_index_versions",
         job="prune_index_versions",
         args=INTERVAL,
-        connections=("opensearch_default",),
+        connections=("opensearch",),
     )

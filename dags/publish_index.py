@@ -17,7 +17,8 @@ announced (or the `start`/`end` Params of a manual run):
 Params: `dry_run` builds and validates, then drops the build (aliases untouched); `force` rebuilds
 even when the live version was built from the same inputs; `model_version` publishes that version
 of `model.runs` instead of the newest promoted one. OpenSearch is reached through the
-`opensearch_default` connection (URL, login/password, `extra.verify_certs` / `extra.ca_certs`).
+`opensearch_default` connection (type `opensearch`, the OpenSearch provider's: host, port,
+login/password, `extra.use_ssl` / `verify_certs` / `ca_certs`), query vectors through `embeddings_default`.
 
 Same code as `placerec publish-index --start … --end …` at a shell.
 """
@@ -76,6 +77,6 @@ with DAG(
             "--model-version",
             optional_arg("model_version"),
         ],
-        connections=("opensearch_default",),
+        connections=("opensearch", "embeddings"),
     )
     interval >> publish >> announce("announce_serving", [SERVING])

@@ -65,6 +65,7 @@ with DAG(
         task_id="train_hybrid",
         job="train_hybrid",
         args=[*INTERVAL_ARGS, "--force", "{{ params.force }}"],
+        connections=("embeddings",),
     )
 
     interval >> interactions >> train >> if_promoted() >> announce_promoted("announce_recommendations", RECOMMENDATIONS)

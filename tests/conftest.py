@@ -79,6 +79,7 @@ AIRFLOW_MODULES = (
     "tests/integration/test_enrich_airflow.py",
     "tests/e2e/test_airflow_ui.py",
     "tests/integration/test_backfill_chain.py",
+    "tests/integration/test_connections_airflow.py",  # changes opensearch_default, which publish runs use
 )
 
 

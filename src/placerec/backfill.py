@@ -1,7 +1,11 @@
-"""Backfill of the chain: ``ingest_events`` over a range through Airflow's backfill API, then the
-downstream DAGs **once per day, in day order**, each run with that day's interval: exactly the runs
-(and so the tables) the daily schedule gives, where ``enrich_reviews`` is triggered by each day's
-ingest Assets, ``train_hybrid`` by that day's features and ``publish_index`` by a promoted model.
+"""Backfill of the chain, **one day at a time, in day order**: the day's ``ingest_events`` run through
+Airflow's backfill API, then the downstream DAGs, each run with that day's interval, before the next
+day is ingested: exactly the runs (and so the tables) the daily schedule gives, where
+``enrich_reviews`` is triggered by each day's ingest Assets, ``train_hybrid`` by that day's features
+and ``publish_index`` by a promoted model. The next day waits as it does on the schedule: jobs read the
+place catalogue as of their day (``raw.place_versions``), but ``raw.reviews`` keeps each review's
+newest text only, so a day's jobs run before a later day can edit what they read. A backfill
+``--through ingest`` is one Airflow backfill over the range.
 
 Left to Airflow, an ingest backfill with the downstream DAGs unpaused fans out unpredictably: an
 asset-triggered run takes every event queued since the DAG's previous run, so one enrich run may
@@ -106,9 +110,13 @@ def plan_backfill(
     s = settings or get_settings()
     root = landing or str(s.landing_path)
     plan = Plan(first, last, through, root)
-    plan.steps.append(Step("ingest", DAG_OF["ingest"], first, last, "backfill"))
     downstream = STAGES[1 : STAGES.index(through) + 1]
-    for day in plan.days:
+    if not downstream:
+        plan.steps.append(Step("ingest", DAG_OF["ingest"], first, last, "backfill"))
+    for day in plan.days if downstream else []:
+        # day D's ingest, then D's enrich/train/publish, then D+1's ingest: what the schedule runs
+        # (raw.reviews keeps each review's newest text only, so D's jobs must run before D+1 lands)
+        plan.steps.append(Step("ingest", DAG_OF["ingest"], day, day, "backfill"))
         plan.steps += [Step(stage, DAG_OF[stage], day, day, "trigger") for stage in downstream]
     if "enrich" in downstream:
         plan.cost = estimate_cost(first, last, root, s, extractor)
@@ -181,14 +189,17 @@ def format_plan(plan: Plan) -> str:
     lines = [
         f"backfill {plan.first} .. {plan.last} ({n} day{'s' * (n != 1)}) through {plan.through}, "
         f"landing {plan.landing}",
-        f"  1. {DAG_OF['ingest']}: Airflow backfill, one run per day ({n} runs, the scheduler runs them)",
     ]
     downstream = STAGES[1 : STAGES.index(plan.through) + 1]
-    if downstream:
-        dags = " -> ".join(DAG_OF[s] for s in downstream)
+    if not downstream:
+        lines.append(f"  {DAG_OF['ingest']}: one Airflow backfill, one run per day ({n} runs, the scheduler runs them)")
+    else:
+        dags = " -> ".join(DAG_OF[s] for s in ("ingest", *downstream))
         lines.append(
-            f"  2. then per day, in day order, each run with that day's interval: {dags} ({n * len(downstream)} runs)"
+            f"  per day, in day order, each run with that day's interval: {dags} "
+            f"({n * (1 + len(downstream))} runs; {DAG_OF['ingest']} as a one-day Airflow backfill)"
         )
+        lines.append("     a day's chain ends before the next day is ingested, as the schedule runs them")
         if "publish" in downstream:
             lines.append(
                 "     publish_index runs only for a day whose model the gate promoted (as the daily Assets do)"

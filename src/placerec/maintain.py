@@ -8,7 +8,7 @@ pyiceberg metrics row. For each table of :data:`placerec.tables.TABLES` (or thos
 2. **snapshot expiry**: ``expire_snapshots(older_than, retain_last)`` drops snapshots older than
    ``maintain_snapshot_max_age_days`` beyond the newest ``maintain_snapshot_retain_last``, and the files
    only they referenced; time travel reaches every kept snapshot. The last ingest commit is never
-   expired: readers read ``raw.events``/``raw.reviews``/``raw.places`` at the snapshots it names and find
+   expired: readers read the ingest-governed ``raw.*`` tables at the snapshots it names and find
    it on a ``raw.quarantine`` snapshot (:mod:`placerec.ingest.commit`), so those tables' cut-off is
    moved back to the commit;
 3. **orphan removal**: ``remove_orphan_files(older_than)`` deletes the files under the table's folder

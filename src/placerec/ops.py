@@ -159,11 +159,50 @@ def record_job_metrics(
 
 def snapshot_ids(tables: list[str]) -> dict[str, str]:
     """The Iceberg snapshot id a job reads each table at (``""`` for a table without snapshots): the
-    current one, except ``raw.events`` / ``raw.reviews`` / ``raw.places``, read as of the last complete
-    ingest run (:mod:`placerec.ingest.commit`), so no reader sees half an interval."""
+    current one, except ``raw.events`` / ``raw.reviews`` / ``raw.places`` / ``raw.place_versions``, read
+    as of the last complete ingest run (:mod:`placerec.ingest.commit`), so no reader sees half an interval."""
     from placerec.ingest.commit import committed_snapshot_ids
 
     return committed_snapshot_ids(tables)
+
+
+PLACE_TABLES = ["raw.places", "raw.place_versions"]
+"""What :func:`places_as_of` reads: a job calling it names both in its :func:`snapshot_ids`."""
+
+
+def places_as_of(spark: SparkSession, snapshots: dict[str, str], end: datetime) -> DataFrame:
+    """The place catalogue (``raw.places``' columns) as it stood at ``end``, from ``raw.places`` and
+    ``raw.place_versions`` at ``snapshots``: see :func:`catalogue_at`."""
+    return catalogue_at(read_at(spark, "raw.places", snapshots), read_at(spark, "raw.place_versions", snapshots), end)
+
+
+def catalogue_at(current: DataFrame, versions: DataFrame, end: datetime) -> DataFrame:
+    """Pure transform: each place's newest record among those ingest runs delivered for intervals
+    starting before ``end`` (``versions``, ``raw.place_versions``' rows), newest as ``raw.places``' MERGE
+    decides it (the greater ``updated_ts``, a missing one losing; on a tie, the later delivery). So a job
+    built for a past day sees that day's places, not those a later day added or renamed, however late
+    it runs (a backfill, a rerun).
+
+    Places in ``current`` (``raw.places``) without any recorded version (ingested before
+    ``raw.place_versions`` existed) are taken as they are there.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    newest = Window.partitionBy("place_id").orderBy(
+        F.col("updated_ts").desc_nulls_last(),
+        F.col("seen_at").desc(),
+        F.col("source_file").desc(),
+        F.col("source_line").desc(),
+    )
+    then = (
+        versions.where(F.col("seen_at") < F.lit(end).cast("timestamp"))
+        .withColumn("_newest", F.row_number().over(newest))
+        .where(F.col("_newest") == 1)
+        .select(*current.columns)
+    )
+    unversioned = current.join(versions.select("place_id").distinct(), "place_id", "left_anti")
+    return then.unionByName(unversioned)
 
 
 def read_at(spark: SparkSession, table: str, snapshots: dict[str, str]) -> DataFrame:

@@ -110,6 +110,10 @@ def table_asset(identifier: str) -> Asset:
     return Asset(name=identifier, uri=f"iceberg://placerec/{namespace}/{name}", group="iceberg")
 
 
+# a task's connection roles -> the setting naming that connection's id
+ROLES = {"llm": "llm_conn_id", "embeddings": "embeddings_conn_id", "opensearch": "opensearch_conn_id"}
+
+
 class PlacerecSparkOperator(BaseOperator):
     """A placerec Spark job (the CLI command ``job`` with ``args``) on the Spark a connection names.
 
@@ -121,9 +125,12 @@ class PlacerecSparkOperator(BaseOperator):
     * ``spark``: ``spark-submit jobs/<job>.py`` to the connection's master (standalone, YARN,
       Kubernetes), the cluster road.
 
-    The Airflow connections in ``connections`` (LLM, OpenSearch) reach the job as ``AIRFLOW_CONN_<ID>``
-    in the process environment, resolved here (never in a templated field, so a password is not
-    rendered in the UI nor logged); one already given as an environment variable is left as it is.
+    The Airflow connections of the roles in ``connections`` (:data:`ROLES`: ``llm``, ``embeddings``,
+    ``opensearch``; each the connection its ``<role>_conn_id`` setting names) reach the job as
+    ``AIRFLOW_CONN_<ID>`` in the process environment, resolved here through Airflow (its metadata
+    database, secrets backends) and never in a templated field, so a password is not rendered in the
+    UI nor logged; one already given as an environment variable is left as it is, one defined nowhere
+    leaves the job on its settings.
     """
 
     template_fields: Sequence[str] = ("args", "conn_id")
@@ -132,6 +139,9 @@ class PlacerecSparkOperator(BaseOperator):
         self, *, job: str, args: list[str], conn_id: str = "", connections: tuple[str, ...] = (), **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
+        unknown = set(connections) - set(ROLES)
+        if unknown:
+            raise ValueError(f"connections are roles ({', '.join(ROLES)}), not {sorted(unknown)}")
         self.job = job
         self.args = args
         self.conn_id = conn_id
@@ -141,10 +151,11 @@ class PlacerecSparkOperator(BaseOperator):
     def execute(self, context: Any) -> None:
         from placerec.settings import get_settings
 
-        for conn_id in self.connections:
-            self._export_connection(conn_id)
+        settings = get_settings()
+        for role in self.connections:
+            self._export_connection(str(getattr(settings, ROLES[role])))
         conn_id = self.conn_id or str((context.get("params") or {}).get("spark_conn_id") or "")
-        conn_id = conn_id or get_settings().spark_conn_id
+        conn_id = conn_id or settings.spark_conn_id
         conn = self._connection(conn_id)
         kind = conn.conn_type if conn is not None else "spark_connect"
         if kind == "spark_connect":

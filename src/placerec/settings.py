@@ -5,13 +5,12 @@ Every path, URL and version the project uses comes from here; nothing else hard-
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from placerec.connections import READERS, Lookup, connection_settings, from_env
 
 
 def _project_root() -> Path:
@@ -60,7 +59,8 @@ class Settings:
     opensearch_knn_version: str = "2.19.1.0"
     opensearch_heap: str = "1g"
     opensearch_conn_id: str = "opensearch_default"
-    """Airflow connection (env form ``AIRFLOW_CONN_OPENSEARCH_DEFAULT``): URL, login, password, TLS options."""
+    """Airflow connection of type ``opensearch`` (the OpenSearch provider's): host, port, login, password,
+    ``extra.use_ssl`` / ``verify_certs`` / ``ca_certs`` / ``url_prefix`` / ``timeout``."""
     opensearch_user: str = ""
     opensearch_password: str = field(default="", repr=False)
     """Secret: basic-auth password, kept out of ``repr``."""
@@ -106,6 +106,9 @@ class Settings:
     embeddings_host: str = "127.0.0.1"
     embeddings_port: int = 8089
     embeddings_model: str = "multilingual-e5-small"
+    embeddings_conn_id: str = "embeddings_default"
+    """Airflow connection of type ``openai`` to the embeddings endpoint: host = base URL, password = key,
+    ``extra.model``; not defined: the settings below (the ``dev up`` server)."""
     embeddings_base_url: str = ""
     """An OpenAI-compatible ``/v1`` base URL; empty means the local server at host:port."""
     embeddings_api_key: str = field(default="", repr=False)
@@ -115,7 +118,8 @@ class Settings:
     """Request field that tells e5 models query from passage; empty for endpoints that reject it."""
 
     llm_conn_id: str = "llm_default"
-    """Airflow connection (env form ``AIRFLOW_CONN_LLM_DEFAULT``) giving base URL, key and model."""
+    """Airflow connection of type ``openai`` (the OpenAI provider's): host = base URL, password = API key,
+    ``extra.model``, ``extra.rpm`` / ``tpm`` (the account's limits)."""
     llm_base_url: str = "https://api.openai.com/v1"
     """Any OpenAI-compatible endpoint (OpenAI, HyperCLOVA X, vLLM, Ollama): the ``/v1`` base URL."""
     llm_api_key: str = field(default="", repr=False)
@@ -269,157 +273,22 @@ def _coerce(kind: object, raw: str) -> object:
     return raw
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """Settings from the environment (cached; call ``get_settings.cache_clear()`` after changing env)."""
+def load_settings(lookup: Lookup = from_env) -> Settings:
+    """Settings from the environment, and from the connections the ``*_conn_id`` settings name as
+    ``lookup`` finds them (by default ``AIRFLOW_CONN_<ID>`` only; see :mod:`placerec.connections`).
+    An explicit ``PLACEREC_*`` setting wins over a connection's value."""
     values: dict[str, object] = {}
     for f in fields(Settings):
         raw = os.environ.get(f"PLACEREC_{f.name.upper()}")
         if raw is not None and raw != "":
             values[f.name] = _coerce(f.type, raw)
-    conn_id = str(values.get("llm_conn_id", Settings.llm_conn_id))
-    for name, value in llm_connection(conn_id).items():
-        values.setdefault(name, value)  # explicit PLACEREC_LLM_* settings win over the connection
-    spark_conn = str(values.get("spark_conn_id", Settings.spark_conn_id))
-    for key, found in spark_connection(spark_conn).items():
-        values.setdefault(key, found)  # an explicit PLACEREC_SPARK_REMOTE wins over the connection
-    search_conn = str(values.get("opensearch_conn_id", Settings.opensearch_conn_id))
-    for key, found in opensearch_connection(search_conn).items():
-        values.setdefault(key, found)  # explicit PLACEREC_OPENSEARCH_* settings win over the connection
+    conn_ids = {name: str(values.get(name, getattr(Settings, name))) for name in READERS}
+    for key, found in connection_settings(conn_ids, lookup).items():
+        values.setdefault(key, found)
     return Settings(**values)  # type: ignore[arg-type]
 
 
-def _airflow_connection(conn_id: str) -> tuple[str, dict[str, Any] | None]:
-    """``AIRFLOW_CONN_<ID>``: its raw value, and for the JSON form the decoded object (``extra`` as a dict)."""
-    raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}", "").strip()
-    if not raw.startswith("{"):
-        return raw, None
-    try:
-        conn = json.loads(raw)
-    except json.JSONDecodeError:
-        raise ValueError(f"AIRFLOW_CONN_{conn_id.upper()} is not valid JSON") from None
-    extra = conn.get("extra") or {}
-    conn["extra"] = json.loads(extra or "{}") if isinstance(extra, str) else extra
-    return raw, conn
-
-
-def opensearch_connection(conn_id: str) -> dict[str, object]:
-    """OpenSearch settings from the Airflow connection ``conn_id`` given as ``AIRFLOW_CONN_<ID>`` (JSON or URI).
-
-    JSON: ``{"conn_type": "opensearch", "host": "search.example.com", "port": 9200, "schema": "https",
-    "login": "placerec", "password": "…", "extra": {"verify_certs": true, "ca_certs": "/etc/ca.pem"}}``
-    (``schema`` or ``extra.use_ssl`` choose https); URI: ``opensearch://user:pass@host:9200?use_ssl=true``.
-    """
-    raw, conn = _airflow_connection(conn_id)
-    if not raw:
-        return {}
-    if conn is not None:
-        extra = conn["extra"]
-        host, port = str(conn.get("host") or ""), conn.get("port")
-        login, password = conn.get("login"), conn.get("password")
-        schema = str(conn.get("schema") or "")
-    else:
-        url = urlsplit(raw)
-        extra = dict(parse_qsl(url.query))
-        host, port = url.hostname or "", url.port
-        login, password = unquote(url.username or ""), unquote(url.password or "")
-        schema = extra.pop("__scheme", "")
-    if "://" in host:
-        parsed = urlsplit(host)
-        schema, host, port = schema or parsed.scheme, parsed.hostname or "", port or parsed.port
-    tls = str(extra.get("use_ssl", "")).lower() in ("1", "true", "yes") or schema == "https"
-    found: dict[str, object] = {}
-    if host:
-        found["opensearch_url"] = f"{'https' if tls else 'http'}://{host}:{port or 9200}"
-    if login:
-        found["opensearch_user"] = str(login)
-    if password:
-        found["opensearch_password"] = str(password)
-    if "verify_certs" in extra:
-        found["opensearch_verify_certs"] = _coerce(bool, str(extra["verify_certs"]))
-    if extra.get("ca_certs"):
-        found["opensearch_ca_certs"] = str(extra["ca_certs"])
-    return found
-
-
-def llm_connection(conn_id: str) -> dict[str, object]:
-    """LLM settings from the Airflow connection ``conn_id`` given as ``AIRFLOW_CONN_<ID>`` (JSON or URI form).
-
-    host (+ schema as path) is the base URL, password the API key, ``model`` in extra (or the URI's
-    query) the model: ``{"conn_type": "openai", "host": "https://api.openai.com/v1", "password": "sk-…",
-    "extra": {"model": "gpt-4o-mini"}}`` or ``openai://:sk-…@api.openai.com/v1?model=gpt-4o-mini``.
-    The account's rate limits may ride along as ``rpm`` and ``tpm`` (requests and tokens per minute).
-    """
-    raw, conn = _airflow_connection(conn_id)
-    if not raw:
-        return {}
-    if conn is not None:
-        extra = conn["extra"]
-        host = str(conn.get("host") or "")
-        if host and "://" not in host:
-            host = f"https://{host}"
-        if conn.get("port"):
-            host = f"{host.rstrip('/')}:{conn['port']}"
-        if conn.get("schema"):
-            host = f"{host.rstrip('/')}/{str(conn['schema']).lstrip('/')}"
-        found = {"llm_base_url": host, "llm_api_key": str(conn.get("password") or ""), "llm_model": extra.get("model")}
-        limits = extra
-    else:
-        url = urlsplit(raw)
-        query = dict(parse_qsl(url.query))
-        scheme = query.pop("__scheme", None) or ("http" if url.hostname in ("127.0.0.1", "localhost") else "https")
-        netloc = url.hostname or ""
-        if url.port:
-            netloc = f"{netloc}:{url.port}"
-        found = {
-            "llm_base_url": f"{scheme}://{netloc}{url.path}" if netloc else "",
-            "llm_api_key": unquote(url.password or ""),
-            "llm_model": query.get("model"),
-        }
-        limits = query
-    settings: dict[str, object] = {k: str(v) for k, v in found.items() if v}
-    for name in ("rpm", "tpm"):
-        if limits.get(name) not in (None, ""):
-            try:
-                settings[f"llm_{name}"] = int(limits[name])
-            except (TypeError, ValueError):
-                raise ValueError(f"connection {conn_id}: {name} must be a whole number, not {limits[name]!r}") from None
-    return settings
-
-
-def spark_connection(conn_id: str) -> dict[str, object]:
-    """``spark_remote`` from the Airflow connection ``conn_id`` given as ``AIRFLOW_CONN_<ID>``, when it is
-    of type ``spark_connect`` (JSON: ``{"conn_type": "spark_connect", "host": "sc://10.0.0.5", "port": 15002}``,
-    ``password`` a token, ``extra.use_ssl``); a ``spark`` connection is spark-submit's business."""
-    raw, conn = _airflow_connection(conn_id)
-    if conn is None:
-        if not raw.startswith("spark-connect://") and not raw.startswith("spark_connect://"):
-            return {}
-        url = urlsplit(raw)
-        conn = {
-            "host": url.hostname,
-            "port": url.port,
-            "password": unquote(url.password or ""),
-            "login": unquote(url.username or ""),
-            "extra": dict(parse_qsl(url.query)),
-        }
-    elif conn.get("conn_type") != "spark_connect":
-        return {}
-    return {"spark_remote": connect_url(conn)}
-
-
-def connect_url(conn: dict[str, Any]) -> str:
-    """The ``sc://`` URL of a Spark Connect connection (as the Spark provider's ``SparkConnectHook`` builds it)."""
-    host = str(conn.get("host") or "127.0.0.1")
-    netloc = urlsplit(host).netloc if "://" in host else host
-    if conn.get("port"):
-        netloc = f"{netloc.split(':')[0]}:{conn['port']}"
-    params = []
-    if conn.get("login"):
-        params.append(f"user_id={quote(str(conn['login']))}")
-    if conn.get("password"):
-        params.append(f"token={quote(str(conn['password']))}")
-    use_ssl = (conn.get("extra") or {}).get("use_ssl")
-    if use_ssl is not None:
-        params.append(f"use_ssl={quote(str(use_ssl))}")
-    return f"sc://{netloc}/" + (";" + ";".join(params) if params else "")
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from the environment (cached; call ``get_settings.cache_clear()`` after changing env)."""
+    return load_settings()

@@ -85,6 +85,18 @@ class TableDef:
 
 
 _SOURCE = (("source", S), ("source_file", S), ("source_line", L))
+# a place record: raw.places' columns, and raw.place_versions' before its seen_at
+_PLACE = (
+    ("place_id", S),
+    ("name", S),
+    ("category", S),
+    ("district", S),
+    ("lat", D),
+    ("lon", D),
+    ("address", S),
+    ("updated_ts", TS),
+    *_SOURCE,
+)
 # Fan-out writers keep a Parquet writer open per partition: a history import spanning
 # thousands of days exhausts the heap. Writers here get rows sorted by partition instead.
 _WRITE_PROPS = {
@@ -133,19 +145,20 @@ TABLES: tuple[TableDef, ...] = (
     TableDef(
         "raw",
         "places",
-        (
-            ("place_id", S),
-            ("name", S),
-            ("category", S),
-            ("district", S),
-            ("lat", D),
-            ("lon", D),
-            ("address", S),
-            ("updated_ts", TS),
-            *_SOURCE,
-        ),
+        _PLACE,
         (),
         "Place catalogue, upserted by place_id (newest updated_ts wins).",
+    ),
+    TableDef(
+        "raw",
+        "place_versions",
+        (
+            *_PLACE,
+            ("seen_at", TS),
+        ),
+        (),
+        "Every place record an ingest run delivered (its newest per place), with the start of that run's "
+        "interval: the catalogue as it stood on a past day (ops.places_as_of), for jobs built for that day.",
     ),
     TableDef(
         "raw",

@@ -376,8 +376,8 @@ def test_a_manual_run_with_an_empty_form_takes_the_latest_complete_interval(unit
     from placerec.settings import get_settings
 
     ensure_tables_once(get_settings())
-    # far-future days: newer than whatever other tests of this session recorded in the same table
-    day = [datetime(2031, 11, d, tzinfo=timezone.utc) for d in range(1, 8)]
+    # the newest days any test records (others use 2030..2034) in this session's shared ops.task_metrics
+    day = [datetime(2099, 11, d, tzinfo=timezone.utc) for d in range(1, 8)]
     with pytest.raises(ValueError, match="no_such_job has not completed one yet"):
         latest_complete_interval("no_such_job")
     record_metrics(TaskMetrics("ingest_events", day[1], day[2], "r1"))

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from placerec.connections import from_env, opensearch_settings
 from placerec.dev import opensearch
 from placerec.serve import indices, publish, query
-from placerec.settings import Settings, get_settings, opensearch_connection
+from placerec.settings import Settings, get_settings
 
 pytestmark = pytest.mark.unit
 
@@ -25,7 +26,7 @@ def test_connection_json_with_tls_auth_and_ca(monkeypatch: pytest.MonkeyPatch) -
         "extra": json.dumps({"verify_certs": False, "ca_certs": "/etc/ca.pem"}),
     }
     monkeypatch.setenv("AIRFLOW_CONN_OS_TEST", json.dumps(conn))
-    assert opensearch_connection("os_test") == {
+    assert opensearch_settings(from_env("os_test")) == {
         "opensearch_url": "https://search.example.com:9443",
         "opensearch_user": "placerec",
         "opensearch_password": "p@ss/word",
@@ -36,14 +37,14 @@ def test_connection_json_with_tls_auth_and_ca(monkeypatch: pytest.MonkeyPatch) -
 
 def test_connection_uri_form_and_plain_http(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_OS_TEST", "opensearch://reader:s%40cret@10.0.0.5:9200?use_ssl=true")
-    assert opensearch_connection("os_test") == {
+    assert opensearch_settings(from_env("os_test")) == {
         "opensearch_url": "https://10.0.0.5:9200",
         "opensearch_user": "reader",
         "opensearch_password": "s@cret",
     }
     monkeypatch.setenv("AIRFLOW_CONN_OS_TEST", json.dumps({"conn_type": "opensearch", "host": "http://127.0.0.1:9201"}))
-    assert opensearch_connection("os_test") == {"opensearch_url": "http://127.0.0.1:9201"}
-    assert opensearch_connection("os_missing") == {}
+    assert opensearch_settings(from_env("os_test")) == {"opensearch_url": "http://127.0.0.1:9201"}
+    assert opensearch_settings(from_env("os_missing")) == {}
 
 
 def test_settings_take_the_connection_but_explicit_env_wins(monkeypatch: pytest.MonkeyPatch) -> None:

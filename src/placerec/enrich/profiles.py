@@ -27,8 +27,10 @@ from placerec.enrich.budget import PriceTable
 from placerec.enrich.keywords import RESULT_SCHEMA, ExtractorSpec, keyword_worker, resolve_extractor
 from placerec.enrich.vectors import embed_texts
 from placerec.ops import (
+    PLACE_TABLES,
     day_quarantine_rows,
     interval_filter,
+    places_as_of,
     read_at,
     record_job_metrics,
     snapshot_ids,
@@ -130,11 +132,11 @@ def run_build_place_profiles(
     built_for = as_of(end)
     details: dict[str, Any] = {"built_for": str(built_for), "embedding_model": s.embeddings_model}
 
-    snaps = snapshot_ids(["features.review_keywords", "raw.places"])
+    snaps = snapshot_ids(["features.review_keywords", *PLACE_TABLES])
     keywords = read_at(spark, "features.review_keywords", snaps).where(
         F.col("review_ts") < F.lit(end).cast("timestamp")
     )
-    places = read_at(spark, "raw.places", snaps)
+    places = places_as_of(spark, snaps, end)
     rows = place_profile_rows(keywords, places, end, s).localCheckpoint()
     vectors, stats, hits = embed_texts(
         spark, rows.select("text_hash", F.col("profile_text").alias("text")), "passage", s

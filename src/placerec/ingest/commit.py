@@ -1,15 +1,16 @@
-"""How an ingest run makes its interval visible all at once, though it writes four tables.
+"""How an ingest run makes its interval visible all at once, though it writes five tables.
 
 Iceberg commits one table at a time, so a run killed between its writes would leave half an interval
-(new events, old reviews). Readers therefore never read ``raw.events``, ``raw.reviews`` and
-``raw.places`` (:data:`GOVERNED`) at their current snapshot, but at the snapshots named by the last
-**ingest commit**: a property (:data:`COMMIT_PROPERTY`) on a snapshot of ``raw.quarantine``, recording the
-governed tables' snapshot ids. A run, holding :func:`ingest_lock`:
+(new events, old reviews). Readers therefore never read ``raw.events``, ``raw.reviews``,
+``raw.places`` and ``raw.place_versions`` (:data:`GOVERNED`) at their current snapshot, but at the
+snapshots named by the last **ingest commit**: a property (:data:`COMMIT_PROPERTY`) on a snapshot
+of ``raw.quarantine``, recording the governed tables' snapshot ids. A run, holding :func:`ingest_lock`:
 
 1. if the lock's file says the previous run wrote and never committed (killed, or failed), puts back
    each governed table whose current snapshot is not the committed one (that run's writes, never seen
    by a reader), so the run starts from the last complete state; then records itself there;
-2. overwrites its interval of ``raw.events`` and MERGEs ``raw.reviews`` and ``raw.places``;
+2. overwrites its interval of ``raw.events`` and ``raw.place_versions`` and MERGEs ``raw.reviews`` and
+   ``raw.places``;
 3. replaces its quarantine rows for the interval in one ``raw.quarantine`` commit that carries the new
    snapshot ids: that single Iceberg commit is the moment the whole interval becomes visible; then
    clears its record in the lock's file.
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-GOVERNED = ("raw.events", "raw.reviews", "raw.places")
+GOVERNED = ("raw.events", "raw.reviews", "raw.places", "raw.place_versions")
 COMMIT_TABLE = "raw.quarantine"
 COMMIT_PROPERTY = "placerec.ingest-commit"
 LOCK_WAIT_SECONDS = 3600.0

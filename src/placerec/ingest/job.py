@@ -2,7 +2,8 @@
 
 extract: list and read the interval's landing lines (with file and line number);
 transform: validate each line, split valid from rejected, de-duplicate by id;
-load: overwrite the interval of ``raw.events``, MERGE ``raw.reviews`` and ``raw.places``,
+load: overwrite the interval of ``raw.events`` (and of ``raw.place_versions``, the places it delivered),
+MERGE ``raw.reviews`` and ``raw.places``,
 replace this (job, interval)'s rows of ``raw.quarantine`` (lines rejected, files not read) in the
 commit that makes the interval visible (:mod:`placerec.ingest.commit`), record ``ops.task_metrics``.
 Which files are read is :mod:`placerec.ingest.files`; what a line must be, :mod:`placerec.ingest.records`.
@@ -362,6 +363,16 @@ def load_events(spark: SparkSession, fresh: DataFrame, retained: DataFrame, star
     out.writeTo("raw.events").overwrite(interval_filter("event_ts", start, end))
 
 
+def load_place_versions(spark: SparkSession, fresh: DataFrame, start: datetime, end: datetime) -> None:
+    """Overwrite the interval of ``raw.place_versions`` with this batch's places (one per place, its
+    newest), each seen at ``start``: a rerun of the interval writes the same rows."""
+    from pyspark.sql import functions as F
+
+    cols = [c for c in _table_columns(spark, "raw.place_versions") if c != "seen_at"]
+    out = fresh.select(*cols, F.lit(start).cast("timestamp").alias("seen_at"))
+    out.writeTo("raw.place_versions").overwrite(interval_filter("seen_at", start, end))
+
+
 def merge_by_key(
     spark: SparkSession, table: str, key: str, incoming: DataFrame, newer: str | None = None
 ) -> dict[str, int]:
@@ -449,6 +460,8 @@ def _ingest_feed(
         result.written[feed] = counts.get(None, 0)
     else:
         merged = merge_by_key(spark, FEED_TABLE[feed], key, fresh, newer=newest)
+        if feed == "places":
+            load_place_versions(spark, fresh, start, end)
         # Every unique valid record is now in the table (new, updated or already identical),
         # so a rerun reports the same figure; the breakdown says what changed.
         result.written[feed] = sum(merged.values())

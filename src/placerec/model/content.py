@@ -18,7 +18,7 @@ from placerec.enrich import cache
 from placerec.enrich.keywords import RESULT_SCHEMA, resolve_extractor
 from placerec.enrich.profiles import SEARCH_ORIGIN, as_of, interest_rows, place_profile_rows
 from placerec.enrich.vectors import embed_texts
-from placerec.ops import interval_filter, read_at
+from placerec.ops import interval_filter, places_as_of, read_at
 from placerec.settings import Settings
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def place_vectors(
     keywords = read_at(spark, "features.review_keywords", snaps).where(
         F.col("review_ts") < F.lit(cut).cast("timestamp")
     )
-    places = read_at(spark, "raw.places", snaps)
+    places = places_as_of(spark, snaps, cut)
     rows = place_profile_rows(keywords, places, cut, settings).localCheckpoint()
     vectors, call_stats, hits = embed_texts(
         spark, rows.select("text_hash", F.col("profile_text").alias("text")), "passage", settings

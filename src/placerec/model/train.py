@@ -49,7 +49,7 @@ from placerec.model.hybrid import (
     choose_blend,
 )
 from placerec.model.interactions import interaction_rows, parse_weights
-from placerec.ops import read_at, record_job_metrics, snapshot_ids
+from placerec.ops import places_as_of, read_at, record_job_metrics, snapshot_ids
 from placerec.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ GATE_BASELINES = ("popularity", "cf", "content")
 INPUTS = [
     "raw.events",
     "raw.places",
+    "raw.place_versions",
     "features.review_keywords",
     "features.place_profiles",
     "features.user_interests",
@@ -150,7 +151,7 @@ class Trainer:
             .select("event_type", "event_ts", "user_id", "place_id", "query", "rating", "source")
             .localCheckpoint()
         )
-        self.places = read_at(spark, "raw.places", self.snaps).select("place_id", "category", "district", "updated_ts")
+        self.places = places_as_of(spark, self.snaps, end).select("place_id", "category", "district", "updated_ts")
         self.users = _ids(self.events, "user_id")
         self.items = np.array(
             sorted(set(_ids(self.events, "place_id").tolist()) | set(_ids(self.places, "place_id").tolist())),

@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,7 +44,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOB = "publish_index"
-INPUTS = ["raw.places", "features.place_profiles", "features.user_interests", "features.interactions"]
+INPUTS = [
+    "raw.places",
+    "raw.place_versions",
+    "features.place_profiles",
+    "features.user_interests",
+    "features.interactions",
+]
 ID_FIELD = {"places": "place_id", "recommendations": "user_id", "users": "user_id"}
 RECALL_K = 10
 SERVED = ("live", "previous", "rolled-back")
@@ -108,10 +114,13 @@ def source_frames(spark: SparkSession, model_version: str, trained_for: Any, s: 
     """The document frames of every family, read at the current snapshots of the inputs."""
     from pyspark.sql import functions as F
 
-    from placerec.ops import read_at, snapshot_ids
+    from placerec.ops import places_as_of, read_at, snapshot_ids
 
     snaps = snapshot_ids([*INPUTS, "model.recommendations"])
-    places = read_at(spark, "raw.places", snaps)
+    # the catalogue of the day the model was trained for (a late publish shows no later renames)
+    after = trained_for + timedelta(days=1)
+    day_end = datetime(after.year, after.month, after.day, tzinfo=timezone.utc)
+    places = places_as_of(spark, snaps, day_end)
     profiles = _as_of(read_at(spark, "features.place_profiles", snaps), trained_for).select(
         "place_id", "top_keywords", "embedding"
     )

@@ -189,12 +189,20 @@ def _preview_panel(user: str) -> str:
     return form + note + _table(["#", "place", "category", "district", "score", "because"], rows, 0, "preview")
 
 
+def _settings() -> Any:
+    """Settings with the connections as Airflow keeps them: on the API server, Admin → Connections
+    (its metadata database) and the secrets backends, then the environment."""
+    from placerec.connections import from_airflow
+    from placerec.settings import load_settings
+
+    return load_settings(from_airflow)
+
+
 def _recommend(user: str, k: int = 10) -> Any:
     from placerec.serve.client import opensearch_client
     from placerec.serve.query import recommend
-    from placerec.settings import get_settings
 
-    settings = get_settings()
+    settings = _settings()
     return recommend(opensearch_client(settings), settings, user, k=k)
 
 
@@ -202,9 +210,8 @@ def _aliases() -> dict[str, list[str]]:
     from placerec.serve import indices
     from placerec.serve.client import opensearch_client
     from placerec.serve.publish import alias_targets
-    from placerec.settings import get_settings
 
-    settings = get_settings()
+    settings = _settings()
     client = opensearch_client(settings)
     return {
         indices.alias_name(settings, f): alias_targets(client, indices.alias_name(settings, f))
