@@ -209,6 +209,13 @@ def format_training(details: dict[str, Any], k: int = 10) -> str:
         f"{details['recommendations']} recommendations for {details['users_recommended']} users; "
         f"report {details['report']}",
     ]
+    reasons = details.get("reasons") or {}
+    if reasons.get(f"warm top-{k} items"):
+        lines.append(
+            f"reasons: {reasons[f'warm top-{k} with a matched keyword']:.1%} of warm users' top-{k} items have a "
+            "praised keyword matching the user; "
+            f"{reasons['recommendations resting on a fallback reason']:.1%} of all say what they rest on instead"
+        )
     segments = [seg for seg in ("all", "cold", "light", "heavy") if any(r["segment"] == seg for r in details["table"])]
     for segment in segments:
         lines += ["", f"{segment} users", format_table(details["table"], segment, k)]

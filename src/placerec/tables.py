@@ -211,9 +211,11 @@ TABLES: tuple[TableDef, ...] = (
             ("profile_hash", S),
             ("built_for", DT),
             ("source_snapshots", "string_map"),
+            ("positive_keywords", "string_list"),
         ),
         (("built_for", IdentityTransform()),),
-        "Per-place keyword profile and its embedding, one full set per as-of day (read the latest built_for).",
+        "Per-place keyword profile and its embedding, one full set per as-of day (read the latest built_for); "
+        "positive_keywords: the top keywords reviews praise, the only ones a recommendation gives as its reason.",
     ),
     TableDef(
         "features",

@@ -91,7 +91,13 @@ def inputs(spark: Any) -> dict[str, Any]:
         spark,
         "features.place_profiles",
         [
-            {"place_id": p, "top_keywords": keywords[p], "embedding": vectors[i].tolist(), "built_for": DAY}
+            {
+                "place_id": p,
+                "top_keywords": keywords[p],
+                "positive_keywords": keywords[p],
+                "embedding": vectors[i].tolist(),
+                "built_for": DAY,
+            }
             for i, p in enumerate(places)
         ],
     )

@@ -269,6 +269,8 @@ def test_place_profile_rows(spark) -> None:  # type: ignore[no-untyped-def]
     )
     assert rows["p2"]["top_keywords"] == [] and rows["p2"]["profile_text"] == "한우집 · 고깃집 · 마포구"
     assert len(rows["p1"]["text_hash"]) == 64
+    # a reason may only be praise: the complaint and the neutral keyword are not positive
+    assert rows["p1"]["positive_keywords"] == ["분위기 좋음"] and rows["p2"]["positive_keywords"] == []
 
 
 def test_interest_rows(spark) -> None:  # type: ignore[no-untyped-def]

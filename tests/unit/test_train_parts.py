@@ -330,3 +330,35 @@ METHODS_ALL = ("hybrid", "popularity", "cf", "content", "ease", "implicit_als")
 def test_a_negative_content_mass_is_refused_before_any_work() -> None:
     with pytest.raises(ValueError, match="PLACEREC_TRAIN_CONTENT_MASS"):
         run_train_hybrid(None, END, END, settings=Settings(train_content_mass=-1.0))  # type: ignore[arg-type]
+
+
+def test_a_reason_is_praise_that_matches_the_user_never_a_complaint() -> None:
+    """Hand-made: items 0..4; user 0 engaged with item 0 (praised for 조용함 and 디저트); user 1 only searched."""
+    from types import SimpleNamespace
+
+    import scipy.sparse as sp
+
+    from placerec.model.train import RestsOn, reasons_for
+
+    train = sp.csr_matrix(np.array([[3.0, 0, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=np.float32))
+    split = SimpleNamespace(train=train)
+    positive = {0: ["조용함", "디저트"], 1: ["디저트", "뷰"], 2: [], 3: ["주차 편함"], 4: ["조용함"]}
+    # what the profile calls complaints (e.g. 가격 비쌈, 양 적음) is not in `positive` at all: it cannot match
+    interests = {1: ["뷰", "조용함"]}
+    rests_on = RestsOn({0: "성수동", 1: "성수동", 2: "강남구", 3: "마포구", 4: "성수동"}, frozenset({2}))
+
+    reasons, matched = reasons_for(0, np.array([1, 2, 3, 4]), split, positive, interests, rests_on)  # type: ignore[arg-type]
+    assert reasons == [
+        ["디저트"],  # praised, and praised at the place the user chose
+        ["popular in 강남구 this week"],  # nothing matches: what it rests on
+        ["chosen by users with a history like yours"],  # 주차 편함 is praise the user never showed interest in
+        ["조용함"],
+    ]
+    assert matched == [True, False, False, True]
+
+    reasons, matched = reasons_for(1, np.array([1, 3, 4]), split, positive, interests, rests_on)  # type: ignore[arg-type]
+    assert reasons == [["뷰"], ["close to your searches: 뷰, 조용함"], ["조용함"]]
+    assert matched == [True, False, True]
+    # a user with neither history nor searches: popularity is all the list rests on
+    reasons, _ = reasons_for(1, np.array([3]), split, positive, {}, rests_on)  # type: ignore[arg-type]
+    assert reasons == [["popular overall"]]

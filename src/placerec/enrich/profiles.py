@@ -106,10 +106,15 @@ def place_profile_rows(keywords: DataFrame, places: DataFrame, end: datetime, se
             F.concat(F.lit("특징: "), names(f"x.sentiment BETWEEN {_NEGATIVE} AND {_POSITIVE}")),
         ),
     )
+    none = F.array().cast("array<string>")
     return profiles.select(
         "place_id",
-        F.coalesce(F.expr("transform(top, x -> x.keyword)"), F.array().cast("array<string>")).alias("top_keywords"),
+        F.coalesce(F.expr("transform(top, x -> x.keyword)"), none).alias("top_keywords"),
         parts.alias("profile_text"),
+        # what a recommendation may give as its reason: never a complaint (sentiment at or below 0.2)
+        F.coalesce(F.expr(f"transform(filter(top, x -> x.sentiment > {_POSITIVE}), x -> x.keyword)"), none).alias(
+            "positive_keywords"
+        ),
     ).withColumn("text_hash", F.sha2("profile_text", 256))
 
 
@@ -150,6 +155,7 @@ def run_build_place_profiles(
         F.col("text_hash").alias("profile_hash"),
         F.lit(built_for).alias("built_for"),
         F.create_map(*[x for k, v in sorted(snaps.items()) for x in (F.lit(k), F.lit(v))]).alias("source_snapshots"),
+        "positive_keywords",
     )
     out = out.localCheckpoint()
     missing = out.where(F.col("embedding").isNull()).count()

@@ -77,6 +77,29 @@ VS_POPULARITY = f"ndcg@{EVAL_K} vs popularity"
 95 % bootstrap interval)."""
 
 
+POPULAR_IN_DISTRICT = 10
+"""A place is "popular in <district> this week" when among this many most engaged-with there in the
+7 days before the cut."""
+
+
+@dataclass(frozen=True)
+class RestsOn:
+    """What a recommended place with no praised keyword matching the user rests on, said instead."""
+
+    district: dict[int, str]
+    popular_in_district: frozenset[int]
+
+    def reason(self, item: int, warm: bool, interests: Sequence[str]) -> str:
+        district = self.district.get(item)
+        if item in self.popular_in_district and district:
+            return f"popular in {district} this week"
+        if warm:  # the collaborative part: what users with overlapping histories chose
+            return "chosen by users with a history like yours"
+        if interests:  # a cold user's list: the content part, from their searches
+            return "close to your searches: " + ", ".join(interests[:2])
+        return "popular overall"
+
+
 @dataclass(frozen=True)
 class GateDecision:
     promote: bool
@@ -165,8 +188,10 @@ class Trainer:
         ):
             if p >= 0:
                 self.groups[p] = names[g]
-        self.keywords: dict[int, list[str]] = {}
+        self.positive: dict[int, list[str]] = {}
+        """Per item: the keywords its reviews praise (``positive_keywords``), the only possible reasons."""
         self.interest_keywords: dict[int, list[str]] = {}
+        self._rests_on: RestsOn | None = None
 
     def split(self, cut: datetime, *, keep_text: bool = False) -> Split:
         """Everything known before ``cut``, factorised."""
@@ -205,13 +230,14 @@ class Trainer:
             else np.zeros((len(self.users), item_vectors.shape[1]), dtype=np.float32)
         )
         if keep_text:
-            self.keywords = {
+            praised = (
+                places.column("positive_keywords").to_pylist()
+                if "positive_keywords" in places.column_names
+                else [[]] * places.num_rows
+            )
+            self.positive = {
                 int(p): list(k or [])
-                for p, k in zip(
-                    _index(self.items, places.column("place_id").to_pylist()),
-                    places.column("top_keywords").to_pylist(),
-                    strict=True,
-                )
+                for p, k in zip(_index(self.items, places.column("place_id").to_pylist()), praised, strict=True)
                 if p >= 0
             }
             self.interest_keywords = {
@@ -236,6 +262,39 @@ class Trainer:
             time.monotonic() - began,
         )
         return split
+
+    def rests_on(self) -> RestsOn:
+        """Each item's district, and the items among the :data:`POPULAR_IN_DISTRICT` most engaged-with
+        in their district (weighted event types) in the 7 days before ``end``."""
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        if self._rests_on is not None:
+            return self._rests_on
+        weighted = [k for k, v in parse_weights(self.s.interaction_weights).items() if v > 0]
+        since = F.lit(self.end - timedelta(days=7)).cast("timestamp")
+        week = (
+            self.events.where((F.col("event_ts") >= since) & F.col("event_type").isin(weighted))
+            .where("place_id IS NOT NULL")
+            .groupBy("place_id")
+            .agg(F.count(F.lit(1)).alias("n"))
+        )
+        rank = Window.partitionBy("district").orderBy(F.col("n").desc(), F.col("place_id"))
+        top = (
+            week.join(self.places.select("place_id", "district"), "place_id")
+            .where("district IS NOT NULL")
+            .withColumn("rank", F.row_number().over(rank))
+            .where(F.col("rank") <= POPULAR_IN_DISTRICT)
+            .select("place_id")
+            .toArrow()
+        )
+        districts = self.places.select("place_id", "district").where("district IS NOT NULL").toArrow()
+        index = _index(self.items, districts.column("place_id").to_pylist())
+        self._rests_on = RestsOn(
+            {int(p): d for p, d in zip(index, districts.column("district").to_pylist(), strict=True) if p >= 0},
+            frozenset(int(p) for p in _index(self.items, top.column("place_id").to_pylist()) if p >= 0),
+        )
+        return self._rests_on
 
     def empty_spans(self, spans: list[tuple[datetime, datetime]]) -> str:
         """Why training cannot be evaluated: spans without a single positive event ("" if none)."""
@@ -445,14 +504,34 @@ def promoted_ndcg(spark: SparkSession, exclude: str) -> tuple[str, float] | None
     return str(row["model_version"]), float(row["ndcg"])
 
 
-def reasons_for(user: int, places: np.ndarray, split: Split, trainer: Trainer, limit: int = 3) -> list[list[str]]:
-    """Per recommended place: the keywords its profile shares with the user's interests and history."""
+def reasons_for(
+    user: int,
+    places: np.ndarray,
+    split: Split,
+    positive: dict[int, list[str]],
+    interests: dict[int, list[str]],
+    rests_on: RestsOn,
+    limit: int = 3,
+) -> tuple[list[list[str]], list[bool]]:
+    """Per recommended place, its reasons and whether they are matched keywords.
+
+    A reason is a keyword the place's reviews praise (``positive``) that matches what the user showed
+    interest in: their searches' keywords (``interests``) or the praised keywords of the places they
+    engaged with most. A complaint is never a reason. A place with no match says what the list rests
+    on instead (:class:`RestsOn`): its district's weekly popularity, the user's history, their searches.
+    """
     row = split.train.getrow(user)
     strongest = row.indices[np.argsort(-row.data, kind="stable")][:10]
-    wanted = set(trainer.interest_keywords.get(user, []))
+    searched = interests.get(user, [])
+    wanted = set(searched)
     for p in strongest:
-        wanted.update(trainer.keywords.get(int(p), []))
-    return [[k for k in trainer.keywords.get(int(p), []) if k in wanted][:limit] for p in places]
+        wanted.update(positive.get(int(p), []))
+    reasons, matched = [], []
+    for p in places:
+        found = [k for k in positive.get(int(p), []) if k in wanted][:limit]
+        reasons.append(found or [rests_on.reason(int(p), row.nnz > 0, searched)])
+        matched.append(bool(found))
+    return reasons, matched
 
 
 def run_train_hybrid(
@@ -524,13 +603,21 @@ def run_train_hybrid(
     has_content = np.linalg.norm(full.interest, axis=1) > 0
     users = np.flatnonzero((full.history > 0) | has_content)
     rows: dict[str, list[Any]] = {k: [] for k in ("user_id", "rank", "place_id", "score", "reason")}
+    rests_on = trainer.rests_on()
+    warm_top, warm_matched, fallbacks = 0, 0, 0
     for b in range(0, len(users), 2048):
         batch = users[b : b + 2048]
         scores = scorer.combine(batch, scorer.parts(batch), blend)
         top = catalogue_top(full, scores, batch, s.train_top_k)
         for r, user in enumerate(batch):
             places = top[r][top[r] >= 0]
-            reasons = reasons_for(int(user), places, full, trainer)
+            reasons, matched = reasons_for(
+                int(user), places, full, trainer.positive, trainer.interest_keywords, rests_on
+            )
+            fallbacks += matched.count(False)
+            if full.history[user] > 0:
+                warm_top += len(matched[:EVAL_K])
+                warm_matched += sum(matched[:EVAL_K])
             n = len(places)
             rows["user_id"].extend([full.users[user]] * n)
             rows["rank"].extend(range(1, n + 1))
@@ -557,6 +644,12 @@ def run_train_hybrid(
         if k not in ("method", "segment")
     }
     metric_map["gate"] = decision.reason
+    reason_figures = {
+        f"warm top-{EVAL_K} items": warm_top,
+        f"warm top-{EVAL_K} with a matched keyword": round(warm_matched / warm_top, 4) if warm_top else None,
+        "recommendations resting on a fallback reason": round(fallbacks / recs.num_rows, 4) if recs.num_rows else None,
+    }
+    metric_map[f"reasons/warm/matched@{EVAL_K}"] = str(reason_figures[f"warm top-{EVAL_K} with a matched keyword"])
     run_params = {**params, **blend.params()}
     _record_run(spark, version, as_of(end), run_params, trainer.snaps, metric_map, decision)
     report_dir = s.home / "reports" / version
@@ -570,6 +663,10 @@ def run_train_hybrid(
         "gate": decision.reason,
         "promoted": str(decision.promote) + (" (forced)" if decision.forced else ""),
         "compared with": f"{current[0]} NDCG@10 {current[1]:.4f}" if current else "no promoted model yet",
+        "reasons": (
+            f"{warm_matched} of {warm_top} warm users' top-{EVAL_K} items have a praised keyword matching the user; "
+            f"{fallbacks} of {recs.num_rows} recommendations say what they rest on instead"
+        ),
     }
     report = write_report(
         report_dir,
@@ -590,6 +687,7 @@ def run_train_hybrid(
         table=table,
         recommendations=recs.num_rows,
         users_recommended=len(users),
+        reasons=reason_figures,
         report=str(report),
         source_snapshots=trainer.snaps,
         **trainer.stats,

@@ -91,6 +91,8 @@ def mappings(family: str, dim: int, s: Settings) -> dict[str, Any]:
             "address": {"type": "text", "analyzer": "korean"},
             "location": {"type": "geo_point"},
             "keywords": {**korean, "fields": {"raw": {"type": "keyword"}}},
+            # the keywords reviews praise: the only ones an answer gives as its reason
+            "praised": {"type": "keyword"},
             "popularity": {"type": "float"},
             "embedding": _knn_vector(dim, s),
         }

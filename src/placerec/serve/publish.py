@@ -122,7 +122,7 @@ def source_frames(spark: SparkSession, model_version: str, trained_for: Any, s: 
     day_end = datetime(after.year, after.month, after.day, tzinfo=timezone.utc)
     places = places_as_of(spark, snaps, day_end)
     profiles = _as_of(read_at(spark, "features.place_profiles", snaps), trained_for).select(
-        "place_id", "top_keywords", "embedding"
+        "place_id", "top_keywords", "positive_keywords", "embedding"
     )
     popularity = (
         _as_of(read_at(spark, "features.interactions", snaps), trained_for)
@@ -140,6 +140,7 @@ def source_frames(spark: SparkSession, model_version: str, trained_for: Any, s: 
             "address",
             F.when(F.col("lat").isNotNull() & F.col("lon").isNotNull(), F.struct("lat", "lon")).alias("location"),
             F.coalesce(F.col("top_keywords"), F.array().cast("array<string>")).alias("keywords"),
+            F.coalesce(F.col("positive_keywords"), F.array().cast("array<string>")).alias("praised"),
             F.coalesce(F.col("popularity"), F.lit(0.0)).cast("float").alias("popularity"),
             F.col("embedding").cast("array<float>").alias("embedding"),
         )
@@ -214,7 +215,7 @@ def documents(frame: DataFrame, family: str) -> DataFrame:
         column = F.col(name)
         if name == "embedding":
             column = F.when(F.exists(column, lambda x: x != 0), column)
-        elif name == "keywords":
+        elif name in ("keywords", "praised"):
             column = F.filter(column, lambda x: x.isNotNull() & (x != ""))
         columns.append(column.alias(name))
     return frame.select(

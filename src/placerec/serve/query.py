@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from opensearchpy import OpenSearch
 
 RRF_K = 60
-PLACE_FIELDS = ["place_id", "name", "category", "district", "keywords", "popularity"]
+PLACE_FIELDS = ["place_id", "name", "category", "district", "keywords", "praised", "popularity"]
 
 
 @dataclass
@@ -92,7 +92,12 @@ def recommend(
         wanted = set(interests.get("keywords") or [])
         found = knn_places(client, s, interests["embedding"], k, district, category)
         hits = [
-            _hit(h["_source"], h["_score"], [w for w in h["_source"].get("keywords", []) if w in wanted][:3])
+            # a reason is praise the user searched for, never a complaint; else what the answer rests on
+            _hit(
+                h["_source"],
+                h["_score"],
+                [w for w in h["_source"].get("praised", []) if w in wanted][:3] or ["close to your searches"],
+            )
             for h in found
         ]
         return Answer("interests", hits)
@@ -147,5 +152,11 @@ def search(
         near = knn_places(client, s, vector, pool, district, category)
         sources.update({h["_id"]: h["_source"] for h in near})
         rankings.append([h["_id"] for h in near])
-    hits = [_hit(sources[doc_id], score, matched.get(doc_id, [])[:3]) for doc_id, score in rrf(rankings)[:k]]
+    # a matched keyword is a reason only when reviews praise it ("주차" matches 주차 불편 too)
+    hits = [
+        _hit(
+            sources[doc_id], score, [w for w in matched.get(doc_id, []) if w in sources[doc_id].get("praised", [])][:3]
+        )
+        for doc_id, score in rrf(rankings)[:k]
+    ]
     return Answer("search", hits)
