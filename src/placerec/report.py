@@ -197,6 +197,7 @@ def job_run(
 def format_training(details: dict[str, Any], k: int = 10) -> str:
     """The run's verdict and its evaluation table (overall, then per user segment)."""
     from placerec.model.report import format_comparisons, format_table
+    from placerec.model.train import GAP_CLOSED
 
     if not details.get("model_version"):
         return f"train_hybrid for {details['test'][1]}: {details['gate']}"
@@ -209,6 +210,10 @@ def format_training(details: dict[str, Any], k: int = 10) -> str:
         f"{details['recommendations']} recommendations for {details['users_recommended']} users; "
         f"report {details['report']}",
     ]
+    if any(r["method"] == "oracle" for r in details["table"]):
+        lines.append(f"{details['oracle']}; '{GAP_CLOSED}' = the share of the popularity-to-oracle NDCG@{k} gap")
+    elif details.get("oracle"):
+        lines.append(f"no oracle row: the generated world's {details['oracle']}")
     reasons = details.get("reasons") or {}
     if reasons.get(f"warm top-{k} items"):
         lines.append(

@@ -166,6 +166,9 @@ class Settings:
     train_als_reg: float = 0.05
     train_als_alpha: float = 10.0
     train_seed: int = 42
+    train_truth_dir: str = ""
+    """The generated world's hidden truth for the ``oracle`` reference row; empty: ``<landing>/_truth``
+    when it exists (the demo's). Real data has none: no oracle row."""
     train_test_days: int = 1
     """Evaluation: train before T, test on [T, T + test_days); validation is the same span before T."""
     train_cold_max: int = 2

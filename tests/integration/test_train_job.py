@@ -157,3 +157,24 @@ def test_rerun_writes_the_same_version_and_rows(trained: dict[str, Any]) -> None
     assert key(after) == key(before)
     hybrid = {r["segment"]: r["ndcg@10"] for r in first["table"] if r["method"] == "hybrid"}
     assert {r["segment"]: r["ndcg@10"] for r in again["table"] if r["method"] == "hybrid"} == hybrid
+
+
+def test_the_generated_worlds_truth_gives_an_oracle_row_with_the_gap_each_method_closes(
+    trained: dict[str, Any],
+) -> None:
+    from placerec.model.oracle import ORACLE_LABEL
+    from placerec.model.train import GAP_CLOSED
+
+    first = trained["first"]
+    assert first["oracle"] == ORACLE_LABEL
+    overall = {r["method"]: r for r in first["table"] if r["segment"] == "all"}
+    assert "oracle" in overall and overall["oracle"][GAP_CLOSED] == 1
+    # a ceiling: the hidden truth ranks better than popularity, and every method's gap share follows
+    assert overall["oracle"]["ndcg@10"] > overall["popularity"]["ndcg@10"]
+    for method, row in overall.items():
+        expected = (row["ndcg@10"] - overall["popularity"]["ndcg@10"]) / (
+            overall["oracle"]["ndcg@10"] - overall["popularity"]["ndcg@10"]
+        )
+        assert row[GAP_CLOSED] == pytest.approx(expected), method
+    # the gate never compares with it
+    assert "oracle" not in first["gate"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import numpy as np
@@ -362,3 +363,67 @@ def test_a_reason_is_praise_that_matches_the_user_never_a_complaint() -> None:
     # a user with neither history nor searches: popularity is all the list rests on
     reasons, _ = reasons_for(1, np.array([3]), split, positive, {}, rests_on)  # type: ignore[arg-type]
     assert reasons == [["popular overall"]]
+
+
+def test_the_oracle_ranks_by_the_worlds_own_utility_and_only_where_its_truth_covers(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from placerec.demo.generator import utility
+    from placerec.model.oracle import load_truth, oracle_scores
+
+    truth_dir = tmp_path / "_truth"
+    truth_dir.mkdir()
+    users = [
+        {"user_id": "u1", "home_district": "성수동", "category_weights": {"카페": 0.9, "한식": 0.1},
+         "aspect_weights": {"맛": 0.2, "분위기": 0.8}},
+        {"user_id": "u2", "home_district": "마포구", "category_weights": {"카페": 0.1, "한식": 0.9},
+         "aspect_weights": {"맛": 1.0, "분위기": 0.0}},
+    ]  # fmt: skip
+
+    def place(pid: str, category: str, district: str, taste: float, mood: float, pop: float) -> dict[str, object]:
+        return {
+            "place_id": pid,
+            "category": category,
+            "district": district,
+            "quality": {"맛": taste, "분위기": mood},
+            "popularity": pop,
+        }
+
+    places = [
+        place("cafe-home", "카페", "성수동", 0.0, 0.9, 1.0),
+        place("cafe-far", "카페", "마포구", 0.0, 0.9, 1.0),
+        place("hansik", "한식", "마포구", 0.9, -0.5, 4.0),
+    ]  # fmt: skip
+    (truth_dir / "users.jsonl").write_text("".join(json.dumps(u, ensure_ascii=False) + "\n" for u in users))
+    (truth_dir / "places.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in places))
+    world = load_truth(truth_dir)
+    assert world is not None and load_truth(tmp_path) is None
+
+    split = SimpleNamespace(
+        users=np.array(["u1", "u2"], dtype=object),
+        items=np.array(["cafe-home", "cafe-far", "hansik"], dtype=object),
+        candidates=np.ones(3, dtype=bool),
+    )
+    scores = oracle_scores(world, split, np.array([0, 1]))  # type: ignore[arg-type]
+    assert scores is not None
+    assert scores[0, 0] == pytest.approx(utility(0.9, True, 0.2 * 0.0 + 0.8 * 0.9, 1.0))
+    assert scores[1, 2] == pytest.approx(utility(0.9, True, 1.0 * 0.9, 4.0))  # u2 lives in 마포구
+    assert list(np.argsort(-scores[0])) == [0, 1, 2] and int(np.argmax(scores[1])) == 2
+    # data the truth does not describe (another world, real data): no oracle
+    other = SimpleNamespace(users=np.array(["x1", "x2"], dtype=object), items=split.items, candidates=split.candidates)
+    assert oracle_scores(world, other, np.array([0, 1])) is None  # type: ignore[arg-type]
+
+
+def test_the_gap_a_method_closes_between_popularity_and_the_oracle() -> None:
+    from placerec.model.train import GAP_CLOSED, with_gap_closed
+
+    rows = [
+        {"method": "popularity", "segment": "all", "ndcg@10": 0.1},
+        {"method": "hybrid", "segment": "all", "ndcg@10": 0.25},
+        {"method": "oracle", "segment": "all", "ndcg@10": 0.4},
+        {"method": "hybrid", "segment": "cold", "ndcg@10": 0.3},  # no oracle row in that segment
+    ]
+    out = {(r["method"], r["segment"]): r.get(GAP_CLOSED) for r in with_gap_closed(rows)}
+    assert out[("hybrid", "all")] == pytest.approx(0.5)
+    assert out[("popularity", "all")] == 0 and out[("oracle", "all")] == 1
+    assert out[("hybrid", "cold")] is None

@@ -207,6 +207,17 @@ class Place:
             "source": SOURCE,
         }
 
+    def truth(self) -> dict[str, Any]:
+        """The hidden part, as the world ends (``_truth/places.jsonl``)."""
+        return {
+            "place_id": self.place_id,
+            "category": self.category,
+            "district": self.district,
+            "quality": {a: round(q, 4) for a, q in self.quality.items()},
+            "popularity": round(self.pop, 6),
+            "born_day": self.born_day,
+        }
+
 
 @dataclass
 class User:
@@ -549,12 +560,16 @@ def _feed_results(rng: random.Random, ctx: DayContext, user: User, k: int) -> li
     return [p for p, _ in _weighted_topk(rng, items, [w for _, w in items], k)]
 
 
+def utility(category_weight: float, at_home: bool, fit: float, popularity: float) -> float:
+    """How much a user wants a place (what choices are drawn by): their weight for its category (of
+    ``NCAT`` categories), whether it is in their home district, the fit of its aspect qualities with
+    the user's aspect weights, its popularity. The oracle reference ranks with it too."""
+    return math.log(category_weight * NCAT + 0.15) + (0.4 if at_home else 0.0) + 1.2 * fit + 0.12 * math.log(popularity)
+
+
 def _utility(user: User, place: Place) -> float:
-    pref = user.cat_w[CAT_INDEX[place.category]] * NCAT
     fit = sum(w * place.quality[a] for a, w in zip(V.ASPECTS, user.asp_w, strict=True))
-    return (
-        math.log(pref + 0.15) + (0.4 if place.district == user.home else 0.0) + 1.2 * fit + 0.12 * math.log(place.pop)
-    )
+    return utility(user.cat_w[CAT_INDEX[place.category]], place.district == user.home, fit, place.pop)
 
 
 def _session(rng: random.Random, ctx: DayContext, user: User, t0: int, out: DayOutput) -> int:
@@ -1084,6 +1099,7 @@ def generate(
 
     truth_dir = out / TRUTH_DIR
     write_jsonl(truth_dir / "users.jsonl", [u.truth() for u in world.users])
+    write_jsonl(truth_dir / "places.jsonl", [p.truth() for p in world.places])
     write_jsonl(truth_dir / "review_aspects.jsonl", review_truth)
     write_jsonl(truth_dir / "malformed.jsonl", malformed_truth)
     by_reason: dict[str, dict[str, int]] = {f: {} for f in FEEDS}

@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,6 +50,7 @@ from placerec.model.hybrid import (
     choose_blend,
 )
 from placerec.model.interactions import interaction_rows, parse_weights
+from placerec.model.oracle import ORACLE, ORACLE_LABEL, Truth, load_truth, oracle_scores
 from placerec.ops import places_as_of, read_at, record_job_metrics, snapshot_ids
 from placerec.settings import Settings, get_settings
 
@@ -72,6 +74,8 @@ INPUTS = [
     "features.user_interests",
 ]
 METHODS = ("hybrid", "popularity", "cf", "content", "ease", "implicit_als")
+GAP_CLOSED = "gap closed"
+"""Row key: the share of the popularity-to-oracle NDCG@10 gap a method closes (generated data only)."""
 VS_POPULARITY = f"ndcg@{EVAL_K} vs popularity"
 """Row key: mean paired NDCG@10 difference to popularity over the same users (``… lo``/``… hi``: its
 95 % bootstrap interval)."""
@@ -395,8 +399,13 @@ def evaluate_methods(
     blend: SegmentBlend,
     s: Settings,
     methods: Sequence[str] = METHODS,
+    world: Truth | None = None,
 ) -> list[dict[str, Any]]:
-    """Every method on the same split, overall and per segment: rows of ``metrics.evaluate`` figures."""
+    """Every method on the same split, overall and per segment: rows of ``metrics.evaluate`` figures.
+
+    With ``world`` (a generated world's hidden truth covering the users) an ``oracle`` row too, and
+    each row's share of the popularity-to-oracle NDCG gap it closes (:data:`GAP_CLOSED`).
+    """
     scorer = _scorer(split, s)
     recs: dict[str, np.ndarray] = {}
     blends: dict[str, Blend | SegmentBlend] = {
@@ -419,6 +428,9 @@ def evaluate_methods(
                 random_state=s.train_seed,
             ).fit(split.train)
             recs[name] = _reference_lists(model, split, users)
+    ceiling = oracle_scores(world, split, users) if world is not None else None
+    if ceiling is not None:
+        recs[ORACLE] = catalogue_top(split, ceiling, np.asarray(users), EVAL_K)
     segments = scorer.segments[users]
     gains = {name: metrics.ndcg_per_user(lists, truth, EVAL_K) for name, lists in recs.items()}
     # Metrics see the catalogue at the cut only: item ids are renumbered over the candidates, so
@@ -449,6 +461,18 @@ def evaluate_methods(
                 diff, lo, hi = metrics.paired_bootstrap(gains[name][mask], gains["popularity"][mask], seed=s.train_seed)
                 figures |= {VS_POPULARITY: diff, f"{VS_POPULARITY} lo": lo, f"{VS_POPULARITY} hi": hi}
             rows.append({"method": name, "segment": segment, **figures})
+    return with_gap_closed(rows)
+
+
+def with_gap_closed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row of a segment that has popularity and oracle rows gets :data:`GAP_CLOSED`: (its NDCG −
+    popularity's) / (the oracle's − popularity's); none where the oracle does not beat popularity."""
+    ndcg = f"ndcg@{EVAL_K}"
+    by = {(r["method"], r["segment"]): r[ndcg] for r in rows}
+    for r in rows:
+        floor, ceiling = by.get(("popularity", r["segment"])), by.get((ORACLE, r["segment"]))
+        if floor is not None and ceiling is not None and ceiling > floor:
+            r[GAP_CLOSED] = (r[ndcg] - floor) / (ceiling - floor)
     return rows
 
 
@@ -584,7 +608,13 @@ def run_train_hybrid(
     test_users, test_truth = trainer.truth(test, end)
     if not len(test_users):
         raise ValueError(f"no test positives in [{test_cut}, {end}): nothing to evaluate the model on")
-    table = evaluate_methods(test, test_users, test_truth, blend, s, methods)
+    world = load_truth(Path(s.train_truth_dir) if s.train_truth_dir else s.landing_path / "_truth")
+    table = evaluate_methods(test, test_users, test_truth, blend, s, methods, world)
+    details["oracle"] = (
+        ORACLE_LABEL
+        if any(r["method"] == ORACLE for r in table)
+        else ("truth does not cover the data" if world else None)
+    )
     del test
 
     ndcg = f"ndcg@{EVAL_K}"
@@ -663,6 +693,7 @@ def run_train_hybrid(
         "gate": decision.reason,
         "promoted": str(decision.promote) + (" (forced)" if decision.forced else ""),
         "compared with": f"{current[0]} NDCG@10 {current[1]:.4f}" if current else "no promoted model yet",
+        "reference ceiling": details["oracle"] or "none (no generated world's truth: real data)",
         "reasons": (
             f"{warm_matched} of {warm_top} warm users' top-{EVAL_K} items have a praised keyword matching the user; "
             f"{fallbacks} of {recs.num_rows} recommendations say what they rest on instead"
