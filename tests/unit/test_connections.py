@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from placerec.connections import embeddings_settings, from_env, llm_settings, opensearch_settings
 from placerec.settings import Settings, get_settings, load_settings
@@ -111,16 +113,22 @@ def test_a_broken_connection_is_refused_without_its_contents(raw: str, monkeypat
         get_settings.cache_clear()
 
 
-def test_no_connection_variable_no_airflow_import(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Env-only configuration costs no Airflow import (a job's every process reads its settings)."""
+def test_a_job_reads_its_connections_without_importing_airflow() -> None:
+    """A process a task starts (spark-submit's driver) inherits an environment in which ``import airflow``
+    fails: Airflow 3 gives tasks a database URL that is no URL. Its settings still read the connection."""
     import os
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
-    code = "import sys; from placerec.settings import load_settings; load_settings(); print('airflow' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "PLACEREC_OPENSEARCH"))}
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = "not a url"  # what broke the spark-submit road once
+    env["AIRFLOW_CONN_OPENSEARCH_DEFAULT"] = "opensearch://u:pw@search.internal:9201?use_ssl=true"
+    code = (
+        "import sys; from placerec.settings import load_settings; s = load_settings(); "
+        "print(s.opensearch_url, 'airflow' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.split() == ["https://search.internal:9201", "False"]
 
 
 def test_a_task_is_given_connections_by_role() -> None:
@@ -129,3 +137,58 @@ def test_a_task_is_given_connections_by_role() -> None:
     assert set(ROLES) == {"llm", "embeddings", "opensearch"}
     with pytest.raises(ValueError, match="connections are roles"):
         PlacerecSparkOperator(task_id="t", job="publish_index", args=[], connections=("opensearch_default",))
+
+
+PARITY = [
+    '{"conn_type": "opensearch", "host": "h", "port": "9200", "login": "u", "password": "p", "extra": {"a": 1}}',
+    '{"conn_type": "openai", "host": "https://x/v1", "extra": "{\\"model\\": \\"m\\"}"}',
+    '{"conn_type": "spark-connect", "host": "sc://10.0.0.5", "port": 15002}',
+    "opensearch://reader:s%40cret@10.0.0.5:9200?use_ssl=true",
+    "openai://:sk-c@llm.example/v1?model=m&rpm=90",
+    "openai://http://:k@127.0.0.1%3A8089%2Fv1?model=m",
+    "openai://:k@http%3A%2F%2F127.0.0.1:8089/v1",
+    "spark-connect://u:tok@Host.Example:15002/?use_ssl=true",
+    "opensearch://h?__extra__=%7B%22verify_certs%22%3A+false%7D",
+    "postgresql://user:pw@db:5432/airflow",
+    "opensearch://%2Fpath%2Fhost/schema",
+]
+
+
+@pytest.mark.parametrize("raw", PARITY)
+def test_the_parse_is_airflows(raw: str) -> None:
+    """What a job reads from ``AIRFLOW_CONN_<ID>`` without importing Airflow is what Airflow reads."""
+    from airflow.sdk import Connection
+
+    from placerec.connections import Conn
+
+    theirs = Connection.from_json(raw, conn_id="x") if raw.startswith("{") else Connection.from_uri(raw, conn_id="x")
+    assert Conn.parse("x", raw) == Conn.of(theirs)
+
+
+@given(
+    login=st.text(max_size=8),
+    password=st.text(max_size=12),
+    host=st.from_regex(r"[a-z0-9][a-z0-9.-]{0,15}", fullmatch=True),
+    port=st.one_of(st.none(), st.integers(1, 65535)),
+    schema=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8),
+    extra=st.dictionaries(st.text(min_size=1, max_size=5), st.text(max_size=5), max_size=3),
+    protocol=st.sampled_from(["", "http", "https"]),
+)
+@settings(max_examples=200, deadline=None)
+def test_every_uri_airflow_writes_reads_back_the_same(login, password, host, port, schema, extra, protocol) -> None:  # type: ignore[no-untyped-def]
+    from airflow.sdk import Connection
+
+    from placerec.connections import Conn
+
+    conn = Connection(
+        conn_id="x",
+        conn_type="opensearch",
+        host=f"{protocol}://{host}" if protocol else host,
+        port=port,
+        schema=schema,
+        login=login,
+        password=password,
+        extra=json.dumps(extra),
+    )
+    uri = conn.get_uri()
+    assert Conn.parse("x", uri) == Conn.of(Connection.from_uri(uri, conn_id="x"))
