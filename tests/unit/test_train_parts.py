@@ -368,7 +368,7 @@ def test_a_reason_is_praise_that_matches_the_user_never_a_complaint() -> None:
 def test_the_oracle_ranks_by_the_worlds_own_utility_and_only_where_its_truth_covers(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from types import SimpleNamespace
 
-    from placerec.demo.generator import utility
+    from placerec.demo.generator import expected_engagement, utility
     from placerec.model.oracle import load_truth, oracle_scores
 
     truth_dir = tmp_path / "_truth"
@@ -406,8 +406,10 @@ def test_the_oracle_ranks_by_the_worlds_own_utility_and_only_where_its_truth_cov
     )
     scores = oracle_scores(world, split, np.array([0, 1]))  # type: ignore[arg-type]
     assert scores is not None
-    assert scores[0, 0] == pytest.approx(utility(0.9, True, 0.2 * 0.0 + 0.8 * 0.9, 1.0))
-    assert scores[1, 2] == pytest.approx(utility(0.9, True, 1.0 * 0.9, 4.0))  # u2 lives in 마포구
+    # u1: home 성수동, favourite categories 카페 and 한식 (two of two)
+    assert scores[0, 0] == pytest.approx(expected_engagement(utility(0.9, True, 0.8 * 0.9, 1.0), 1.0, True, True))
+    assert scores[0, 1] == pytest.approx(expected_engagement(utility(0.9, False, 0.8 * 0.9, 1.0), 1.0, False, True))
+    assert scores[1, 2] == pytest.approx(expected_engagement(utility(0.9, True, 0.9, 4.0), 4.0, True, True))
     assert list(np.argsort(-scores[0])) == [0, 1, 2] and int(np.argmax(scores[1])) == 2
     # data the truth does not describe (another world, real data): no oracle
     other = SimpleNamespace(users=np.array(["x1", "x2"], dtype=object), items=split.items, candidates=split.candidates)

@@ -544,18 +544,24 @@ def _search_results(
     return [p for p, _ in _weighted_topk(rng, items, weights, k)]
 
 
+# how strongly a user's feed draws a place, times its popularity: from their home district, from
+# their two favourite categories, from everywhere
+FEED_HOME, FEED_CATEGORY, FEED_GLOBAL = 2.0, 0.8, 1.0
+FEED_CATEGORIES = 2
+
+
 def _feed_results(rng: random.Random, ctx: DayContext, user: User, k: int) -> list[Place]:
     cands: dict[str, tuple[Place, float]] = {}
     for p in ctx.draw(rng, "d", user.home, 25):
-        cands[p.place_id] = (p, 2.0 * p.pop)
-    top_cats = heapq.nlargest(2, range(NCAT), key=lambda i: user.cat_w[i])
+        cands[p.place_id] = (p, FEED_HOME * p.pop)
+    top_cats = heapq.nlargest(FEED_CATEGORIES, range(NCAT), key=lambda i: user.cat_w[i])
     for i in top_cats:
         for p in ctx.draw(rng, "c", V.CATEGORIES[i], 15):
             if p.place_id not in cands:
-                cands[p.place_id] = (p, 0.8 * p.pop)
+                cands[p.place_id] = (p, FEED_CATEGORY * p.pop)
     for p in rng.choices(ctx.places, cum_weights=ctx.global_cum, k=20):
         if p.place_id not in cands:
-            cands[p.place_id] = (p, 1.0 * p.pop)
+            cands[p.place_id] = (p, FEED_GLOBAL * p.pop)
     items = list(cands.values())
     return [p for p, _ in _weighted_topk(rng, items, [w for _, w in items], k)]
 
@@ -565,6 +571,24 @@ def utility(category_weight: float, at_home: bool, fit: float, popularity: float
     ``NCAT`` categories), whether it is in their home district, the fit of its aspect qualities with
     the user's aspect weights, its popularity. The oracle reference ranks with it too."""
     return math.log(category_weight * NCAT + 0.15) + (0.4 if at_home else 0.0) + 1.2 * fit + 0.12 * math.log(popularity)
+
+
+def view_p(u: float, position: int) -> float:
+    """The chance a user views a place shown at ``position`` (1-based) given its utility ``u``."""
+    return _sig(-1.0 + u - 0.07 * (position - 1))
+
+
+def click_p(u: float) -> float:
+    """The chance a view becomes a click (every later step of the funnel starts from a click)."""
+    return _sig(-0.5 + 0.7 * u)
+
+
+def expected_engagement(u: float, popularity: float, at_home: bool, favourite_category: bool) -> float:
+    """How likely a user engages with a place, up to a per-user factor: how strongly their feed draws it
+    (its popularity, more from their home district and favourite categories) times the chance that a
+    place shown at the top is viewed and clicked. The oracle reference ranks with it."""
+    draw = FEED_HOME if at_home else FEED_CATEGORY if favourite_category else FEED_GLOBAL
+    return draw * popularity * view_p(u, 1) * click_p(u)
 
 
 def _utility(user: User, place: Place) -> float:
@@ -603,13 +627,13 @@ def _session(rng: random.Random, ctx: DayContext, user: User, t0: int, out: DayO
         t = t_list + len(shown) * 40
         for pos, place in enumerate(shown, start=1):
             u = _utility(user, place)
-            if rng.random() >= _sig(-1.0 + u - 0.07 * (pos - 1)):
+            if rng.random() >= view_p(u, pos):
                 continue
             t += rng.randint(1_000, 30_000)
             if t >= end:
                 break
             events.append(_make_event(rng, t, "view", user, session, device, place=place, position=pos))
-            if rng.random() >= _sig(-0.5 + 0.7 * u):
+            if rng.random() >= click_p(u):
                 continue
             t += rng.randint(1_000, 10_000)
             if t >= end:

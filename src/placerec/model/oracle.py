@@ -2,9 +2,11 @@
 
 Only the demo generator's worlds have one (``<landing>/_truth/users.jsonl`` and ``places.jsonl``): each
 user's category and aspect weights and home district, each place's aspect qualities and popularity.
-The oracle ranks a user's candidates by :func:`placerec.demo.generator.utility`, the very function
-the world draws choices with, so it is about as good as any method can be on that data; no method
-may learn from it. Every table labels it as such, and shows how much of the gap between popularity
+The oracle ranks a user's candidates by :func:`placerec.demo.generator.expected_engagement`: how
+strongly the world's feed draws the place to the user (popularity, home district, favourite
+categories) times the chance of a view and a click given the user's utility for it, the very
+functions the world's sessions are drawn with; so it is about as good as any method can be on that
+data, and no method may learn from it. Every table labels it as such, and shows how much of the gap between popularity
 and the oracle each method closes. On real data there is no truth: no oracle row.
 """
 
@@ -58,7 +60,7 @@ def load_truth(folder: Path) -> Truth | None:
 def oracle_scores(truth: Truth, split: Split, users: np.ndarray) -> np.ndarray | None:
     """``len(users) × items`` utilities (``-inf`` where the truth knows no place), or None when the truth
     does not cover :data:`MIN_COVERAGE` of ``users`` and of the candidate places."""
-    from placerec.demo.generator import utility
+    from placerec.demo.generator import FEED_CATEGORIES, expected_engagement, utility
 
     known_users = [str(split.users[u]) in truth.users for u in users]
     candidates = np.flatnonzero(split.candidates)
@@ -78,15 +80,13 @@ def oracle_scores(truth: Truth, split: Split, users: np.ndarray) -> np.ndarray |
             continue
         categories: dict[str, float] = who["category_weights"]  # type: ignore[assignment]
         aspects: dict[str, float] = who["aspect_weights"]  # type: ignore[assignment]
+        favourites = set(sorted(categories, key=lambda c: -categories[c])[:FEED_CATEGORIES])
         for i, place in places:
             if place is None:
                 continue
             quality: dict[str, float] = place["quality"]  # type: ignore[assignment]
             fit = sum(w * quality.get(a, 0.0) for a, w in aspects.items())
-            scores[row, i] = utility(
-                categories.get(str(place["category"]), 0.0),
-                place["district"] == who["home_district"],
-                fit,
-                float(place["popularity"]),  # type: ignore[arg-type]
-            )
+            home, popularity = place["district"] == who["home_district"], float(place["popularity"])  # type: ignore[arg-type]
+            u = utility(categories.get(str(place["category"]), 0.0), home, fit, popularity)
+            scores[row, i] = expected_engagement(u, popularity, home, str(place["category"]) in favourites)
     return scores
