@@ -197,7 +197,7 @@ def job_run(
 def format_training(details: dict[str, Any], k: int = 10) -> str:
     """The run's verdict and its evaluation table (overall, then per user segment)."""
     from placerec.model.report import format_comparisons, format_table
-    from placerec.model.train import GAP_CLOSED
+    from placerec.model.train import GAP_CLOSED, REPORT_SEGMENTS
 
     if not details.get("model_version"):
         return f"train_hybrid for {details['test'][1]}: {details['gate']}"
@@ -221,7 +221,7 @@ def format_training(details: dict[str, Any], k: int = 10) -> str:
             "praised keyword matching the user; "
             f"{reasons['recommendations resting on a fallback reason']:.1%} of all say what they rest on instead"
         )
-    segments = [seg for seg in ("all", "cold", "light", "heavy") if any(r["segment"] == seg for r in details["table"])]
+    segments = [seg for seg in REPORT_SEGMENTS if any(r["segment"] == seg for r in details["table"])]
     for segment in segments:
         lines += ["", f"{segment} users", format_table(details["table"], segment, k)]
     versus = format_comparisons(details["table"], segments, methods=("hybrid",))

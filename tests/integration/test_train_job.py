@@ -178,3 +178,13 @@ def test_the_generated_worlds_truth_gives_an_oracle_row_with_the_gap_each_method
         assert row[GAP_CLOSED] == pytest.approx(expected), method
     # the gate never compares with it
     assert "oracle" not in first["gate"]
+
+
+def test_cold_users_with_searches_are_reported_on_their_own(trained: dict[str, Any]) -> None:
+    """The subset the cold-start path serves from searches: a reported segment inside cold."""
+    from placerec.model.train import COLD_SEARCHED
+
+    rows = {(r["method"], r["segment"]): r for r in trained["first"]["table"]}
+    cold, searched = rows[("hybrid", "cold")]["users"], rows[("hybrid", COLD_SEARCHED)]["users"]
+    assert 0 < searched <= cold
+    assert {m for m, seg in rows if seg == COLD_SEARCHED} == {m for m, seg in rows if seg == "cold"}
