@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def place_vectors(
     spark: SparkSession, cut: datetime, snaps: dict[str, str], settings: Settings, stats: dict[str, Any]
 ) -> DataFrame:
-    """``place_id, top_keywords, positive_keywords, embedding`` as of ``cut`` (profiles built before
+    """``place_id, positive_keywords, embedding`` as of ``cut`` (profiles built before
     ``positive_keywords`` existed give it empty: no keyword is known to be praised)."""
     from pyspark.sql import functions as F
 
@@ -39,7 +39,7 @@ def place_vectors(
     if stored.limit(1).count():
         stats["place_vectors"] = f"features.place_profiles built_for {day}"
         positive = F.coalesce(F.col("positive_keywords"), F.array().cast("array<string>")).alias("positive_keywords")
-        return stored.select("place_id", "top_keywords", positive, "embedding")
+        return stored.select("place_id", positive, "embedding")
     keywords = read_at(spark, "features.review_keywords", snaps).where(
         F.col("review_ts") < F.lit(cut).cast("timestamp")
     )
@@ -51,7 +51,7 @@ def place_vectors(
     stats["place_vectors"] = f"rebuilt as of {cut.isoformat()}"
     stats["place_embedding_calls"] = stats.get("place_embedding_calls", 0) + int(call_stats.usage.get("calls", 0))
     stats["place_embedding_cache_hits"] = stats.get("place_embedding_cache_hits", 0) + hits
-    return rows.join(vectors, "text_hash").select("place_id", "top_keywords", "positive_keywords", "embedding")
+    return rows.join(vectors, "text_hash").select("place_id", "positive_keywords", "embedding")
 
 
 def interest_vectors(

@@ -199,7 +199,6 @@ class Trainer:
         self.positive: dict[int, list[str]] = {}
         """Per item: the keywords its reviews praise (``positive_keywords``), the only possible reasons."""
         self.interest_keywords: dict[int, list[str]] = {}
-        self._rests_on: RestsOn | None = None
 
     def split(self, cut: datetime, *, keep_text: bool = False) -> Split:
         """Everything known before ``cut``, factorised."""
@@ -277,8 +276,6 @@ class Trainer:
         from pyspark.sql import Window
         from pyspark.sql import functions as F
 
-        if self._rests_on is not None:
-            return self._rests_on
         weighted = [k for k, v in parse_weights(self.s.interaction_weights).items() if v > 0]
         since = F.lit(self.end - timedelta(days=7)).cast("timestamp")
         week = (
@@ -298,11 +295,10 @@ class Trainer:
         )
         districts = self.places.select("place_id", "district").where("district IS NOT NULL").toArrow()
         index = _index(self.items, districts.column("place_id").to_pylist())
-        self._rests_on = RestsOn(
+        return RestsOn(
             {int(p): d for p, d in zip(index, districts.column("district").to_pylist(), strict=True) if p >= 0},
             frozenset(int(p) for p in _index(self.items, top.column("place_id").to_pylist()) if p >= 0),
         )
-        return self._rests_on
 
     def empty_spans(self, spans: list[tuple[datetime, datetime]]) -> str:
         """Why training cannot be evaluated: spans without a single positive event ("" if none)."""
