@@ -162,8 +162,15 @@ class Settings:
     """Places kept per user (the strongest); the rest of a heavy id's tail is dropped, counted in metrics."""
     train_top_k: int = 100
     train_factors: int = 64
+    train_cf_engine: str = "implicit"
+    """The collaborative part's ALS: ``implicit`` (the ``implicit`` library in the training process,
+    the embedded default) or ``spark`` (Spark ML ALS on the job's Spark session, the road for a cluster)."""
     train_als_iterations: int = 12
-    train_als_reg: float = 0.05
+    train_als_reg_grid: str = "16,64,256"
+    """``implicit`` engine: the L2 weights tried on the validation span (comma-separated); the one whose
+    hybrid scores best there is used for the test and full fits. One value: no choice."""
+    train_spark_als_reg: float = 0.05
+    """``spark`` engine: Spark's ``regParam`` (ALS-WR: scaled by each user's and item's rating count)."""
     train_als_alpha: float = 10.0
     train_seed: int = 42
     train_truth_dir: str = ""

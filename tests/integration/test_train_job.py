@@ -134,6 +134,13 @@ def test_run_is_recorded_with_inputs_metrics_and_report(trained: dict[str, Any])
         assert float(metrics[f"hybrid/{segment}/ndcg@10 vs popularity lo"]) <= diff
         assert diff <= float(metrics[f"hybrid/{segment}/ndcg@10 vs popularity hi"])
     assert "popularity/all/ndcg@10 vs popularity" not in metrics
+    # the ALS weight is the validation grid's best, recorded with every weight's score
+    cf = first["cf"]
+    tried = cf["validation ndcg@10 by reg"]
+    assert cf["engine"] == "implicit" and set(tried) == {"16", "64", "256"}
+    assert tried[f"{cf['reg']:g}"] == max(tried.values())
+    assert dict(run["params"])["cf_reg"] == f"{cf['reg']:g}"
+    assert len(first["cf_fit_seconds"]) == 3 + 2  # the grid on validation, then the test and full fits
     report = Path(first["report"])
     text = report.read_text()
     assert report.is_file() and "ndcg@10" in text and "Differences to popularity" in text

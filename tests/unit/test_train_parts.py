@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -288,21 +289,41 @@ def test_no_event_at_or_after_the_cut_reaches_training(spark, monkeypatch) -> No
     assert held == {"a0": {"x4"}, "late": {"y2"}}
 
 
-def test_same_seed_same_factors(spark, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from placerec.model.train import Trainer, fit_als
+@pytest.mark.parametrize("engine", ["implicit", "spark"])
+def test_same_seed_same_factors(spark, monkeypatch, engine) -> None:  # type: ignore[no-untyped-def]
+    from placerec.model.train import Trainer, fit_cf
 
     _trainer_world(spark, monkeypatch)
-    s = Settings(train_factors=4, train_als_iterations=3)
+    s = Settings(train_factors=4, train_als_iterations=3, train_cf_engine=engine)
     trainer = Trainer(spark, _at(8, 0), s)
     # a span without positive events is named (train_hybrid then skips instead of failing)
     assert trainer.empty_spans([(_at(6, 0), _at(7, 0))]) == ""
     assert "[1999-01-07T13:00:00+00:00" in trainer.empty_spans([(_at(6, 0), _at(7, 0)), (_at(7, 13), _at(8, 0))])
     split = trainer.split(_at(6, 0))
-    again = fit_als(spark, split.train, s)
+    assert split.user_factors is None  # the split is factorised on request, with the chosen weight
+    trainer.factorise(split, 0.5)
+    again = fit_cf(spark, split.train, s, 0.5)
     assert split.user_factors is not None and split.item_factors is not None
     assert np.array_equal(split.user_factors, again[0]) and np.array_equal(split.item_factors, again[1])
-    other = fit_als(spark, split.train, Settings(train_factors=4, train_als_iterations=3, train_seed=7))
+    other = fit_cf(spark, split.train, replace(s, train_seed=7), 0.5)
     assert not np.array_equal(split.user_factors, other[0])
+    # the weight reaches the engine: a far stronger one shrinks the factors
+    strong = fit_cf(spark, split.train, s, 500.0)
+    assert np.linalg.norm(strong[1]) < 0.5 * np.linalg.norm(split.item_factors)
+    assert len(trainer.stats["cf_fit_seconds"]) == 1
+
+
+def test_the_als_weights_come_from_the_engine_setting() -> None:
+    from placerec.model.train import cf_regs
+
+    assert cf_regs(Settings()) == [16.0, 64.0, 256.0]
+    assert cf_regs(Settings(train_als_reg_grid=" 8, 2,8 ,")) == [2.0, 8.0]
+    assert cf_regs(Settings(train_cf_engine="spark", train_als_reg_grid="nonsense")) == [0.05]
+    for grid in ("", ",", "a", "1,b", "0", "-1", "nan", "inf"):
+        with pytest.raises(ValueError, match="train_als_reg_grid"):
+            cf_regs(Settings(train_als_reg_grid=grid))
+    with pytest.raises(ValueError, match="train_cf_engine must be one of implicit, spark; got 'mllib'"):
+        cf_regs(Settings(train_cf_engine="mllib"))
 
 
 def test_every_method_is_scored_over_the_catalogue_only() -> None:

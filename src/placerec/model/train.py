@@ -2,8 +2,8 @@
 
 For a data interval ending at ``end`` (test span ``d`` = ``train_test_days``):
 
-1. validation fit: train on events before ``end - 2d``, score ``[end - 2d, end - d)``; the blend
-   (``k``, ``beta``) with the best NDCG@10 there is chosen;
+1. validation fit: train on events before ``end - 2d``, score ``[end - 2d, end - d)``; the ALS weight
+   (``train_als_reg_grid``) and the blend (``k``, ``beta``) with the best NDCG@10 there are chosen;
 2. test fit: train on events before ``T = end - d``, test on ``[T, end)``: the hybrid with that blend
    against popularity, CF-only, content-only, EASE and the ``implicit`` library's ALS, overall and for
    cold, light and heavy users; the gate compares NDCG@10 (``gate``);
@@ -78,6 +78,10 @@ INPUTS = [
     "features.user_interests",
 ]
 METHODS = ("hybrid", "popularity", "cf", "content", "ease", "implicit_als")
+CF_ENGINES = ("implicit", "spark")
+IMPLICIT_REFERENCE_REG = 0.05
+"""The ``implicit_als`` reference row's L2 weight: a fixed, untuned configuration (15 iterations),
+unlike the collaborative part, whose weight the validation span chooses (``train_als_reg_grid``)."""
 GAP_CLOSED = "gap closed"
 """Row key: the share of the popularity-to-oracle NDCG@10 gap a method closes (generated data only)."""
 VS_POPULARITY = f"ndcg@{EVAL_K} vs popularity"
@@ -201,7 +205,7 @@ class Trainer:
         self.interest_keywords: dict[int, list[str]] = {}
 
     def split(self, cut: datetime, *, keep_text: bool = False) -> Split:
-        """Everything known before ``cut``, factorised."""
+        """Everything known before ``cut`` (not yet factorised: :meth:`factorise`)."""
         from pyspark.sql import functions as F
 
         began = time.monotonic()
@@ -259,7 +263,6 @@ class Trainer:
         popularity = np.asarray(train.sum(axis=0)).ravel()
         split = Split(cut, self.users, self.items, train, candidates, item_vectors, interest, popularity, self.groups)
         split.seen = seen
-        split.user_factors, split.item_factors = fit_als(self.spark, train, self.s)
         log.info(
             "split at %s: %d interactions, %d users with history, %d candidate places (%.1fs)",
             cut.isoformat(),
@@ -268,6 +271,15 @@ class Trainer:
             int(candidates.sum()),
             time.monotonic() - began,
         )
+        return split
+
+    def factorise(self, split: Split, reg: float) -> Split:
+        """The collaborative part of ``split``: ALS factors by the configured engine (:func:`fit_cf`)."""
+        began = time.monotonic()
+        split.user_factors, split.item_factors = fit_cf(self.spark, split.train, self.s, reg)
+        seconds = time.monotonic() - began
+        self.stats.setdefault("cf_fit_seconds", []).append(round(seconds, 3))
+        log.info("%s ALS at %s (reg %g): %.1fs", self.s.train_cf_engine, split.cut.isoformat(), reg, seconds)
         return split
 
     def rests_on(self) -> RestsOn:
@@ -345,7 +357,50 @@ class Trainer:
         return users[keep], [g for g, k in zip(groups, keep, strict=True) if k]
 
 
-def fit_als(spark: SparkSession, train: sp.csr_matrix, s: Settings) -> tuple[np.ndarray, np.ndarray]:
+def cf_regs(s: Settings) -> list[float]:
+    """The L2 weights the validation span chooses from: the ``implicit`` engine's grid, or Spark's one
+    ``regParam``. Raises ``ValueError`` on an unknown engine or a grid that is not positive numbers."""
+    if s.train_cf_engine not in CF_ENGINES:
+        raise ValueError(f"train_cf_engine must be one of {', '.join(CF_ENGINES)}; got {s.train_cf_engine!r}")
+    if s.train_cf_engine == "spark":
+        return [s.train_spark_als_reg]
+    try:
+        regs = [float(x) for x in s.train_als_reg_grid.split(",") if x.strip()]
+    except ValueError:
+        regs = []
+    if not regs or any(not np.isfinite(r) or r <= 0 for r in regs):
+        raise ValueError(
+            f"train_als_reg_grid must be positive numbers separated by commas; got {s.train_als_reg_grid!r}"
+        )
+    return sorted(set(regs))
+
+
+def fit_cf(spark: SparkSession, train: sp.csr_matrix, s: Settings, reg: float) -> tuple[np.ndarray, np.ndarray]:
+    """ALS with implicit preferences on the training matrix: (user factors, item factors).
+
+    ``train_cf_engine`` picks the engine: the ``implicit`` library in this process (the embedded
+    default: no Spark job, ~0.2 s on the demo, ~20 s on NSMC's 518k interactions) or Spark ML ALS on
+    ``spark`` (:func:`fit_spark_als`, for data that outgrows one machine). Both are seeded by
+    ``train_seed``. Their ``reg`` differ in meaning: Spark scales it by each row's rating count.
+    """
+    n_users, n_items = train.shape
+    if train.nnz == 0:
+        zeros = np.zeros((n_users, s.train_factors), dtype=np.float32)
+        return zeros, np.zeros((n_items, s.train_factors), dtype=np.float32)
+    if s.train_cf_engine == "spark":
+        return fit_spark_als(spark, train, s, reg)
+    model = references.ImplicitALS(
+        factors=s.train_factors,
+        regularization=reg,
+        alpha=s.train_als_alpha,
+        iterations=s.train_als_iterations,
+        random_state=s.train_seed,
+    ).fit(train)
+    assert model.user_factors_ is not None and model.item_factors_ is not None
+    return model.user_factors_, model.item_factors_
+
+
+def fit_spark_als(spark: SparkSession, train: sp.csr_matrix, s: Settings, reg: float) -> tuple[np.ndarray, np.ndarray]:
     """Spark ML ALS (implicit preferences) on the training matrix: (user factors, item factors)."""
     import pyarrow as pa
     from pyspark.ml.recommendation import ALS
@@ -353,8 +408,6 @@ def fit_als(spark: SparkSession, train: sp.csr_matrix, s: Settings) -> tuple[np.
     n_users, n_items = train.shape
     user_f = np.zeros((n_users, s.train_factors), dtype=np.float32)
     item_f = np.zeros((n_items, s.train_factors), dtype=np.float32)
-    if train.nnz == 0:
-        return user_f, item_f
     coo = train.tocoo()
     order = np.lexsort((coo.col, coo.row))
     table = pa.table(
@@ -368,7 +421,7 @@ def fit_als(spark: SparkSession, train: sp.csr_matrix, s: Settings) -> tuple[np.
     als = ALS(
         rank=s.train_factors,
         maxIter=s.train_als_iterations,
-        regParam=s.train_als_reg,
+        regParam=reg,
         alpha=s.train_als_alpha,
         implicitPrefs=True,
         userCol="u",
@@ -386,6 +439,28 @@ def fit_als(spark: SparkSession, train: sp.csr_matrix, s: Settings) -> tuple[np.
         flat = tbl.column("features").combine_chunks().flatten().to_numpy(zero_copy_only=False)
         target[ids] = flat.astype(np.float32).reshape(len(ids), s.train_factors)
     return user_f, item_f
+
+
+def choose_cf_and_blend(
+    trainer: Trainer, val: Split, users: np.ndarray, truth: list[np.ndarray], regs: Sequence[float]
+) -> tuple[float, SegmentBlend, list[dict[str, Any]], dict[str, Any]]:
+    """The ALS weight and the blend chosen on validation: per weight in ``regs``, factorise, choose
+    the blend (:func:`choose_blend`), and keep the weight whose chosen blend has the best NDCG@10
+    (ties: the first, i.e. the smallest weight). Returns (reg, blend, its grid, the record)."""
+    scorer = _scorer(val, trainer.s)
+    best: tuple[float, float, SegmentBlend, list[dict[str, Any]]] | None = None
+    tried: dict[str, float] = {}
+    for reg in regs:
+        trainer.factorise(val, reg)
+        blend, grid = choose_blend(scorer, users, truth, EVAL_K)
+        score = round(metrics.ndcg_at_k(scorer.recommend(users, blend, EVAL_K), truth, EVAL_K), 9)
+        tried[f"{reg:g}"] = score
+        if best is None or score > best[0]:
+            best = (score, reg, blend, grid)
+    assert best is not None, "cf_regs returns at least one weight"
+    _, reg, blend, grid = best
+    record = {"engine": trainer.s.train_cf_engine, "reg": reg, f"validation ndcg@{EVAL_K} by reg": tried}
+    return reg, blend, grid, record
 
 
 def _scorer(split: Split, s: Settings) -> Scorer:
@@ -423,7 +498,7 @@ def evaluate_methods(
             model = references.ImplicitALS(
                 factors=s.train_factors,
                 alpha=s.train_als_alpha,
-                regularization=s.train_als_reg,
+                regularization=IMPLICIT_REFERENCE_REG,
                 iterations=15,
                 random_state=s.train_seed,
             ).fit(split.train)
@@ -504,8 +579,10 @@ def _params(s: Settings) -> dict[str, str]:
         "interaction_max_places",
         "train_top_k",
         "train_factors",
+        "train_cf_engine",
         "train_als_iterations",
-        "train_als_reg",
+        "train_als_reg_grid",
+        "train_spark_als_reg",
         "train_als_alpha",
         "train_seed",
         "train_test_days",
@@ -585,6 +662,7 @@ def run_train_hybrid(
     if unknown or "hybrid" not in methods:
         raise ValueError(f"methods must include hybrid and come from {', '.join(METHODS)}; got {sorted(methods)}")
     check_content_mass(s.train_content_mass)  # before minutes of splits, not in the scorer after them
+    regs = cf_regs(s)
     began = time.monotonic()
     ensure_tables_once()
     span = timedelta(days=s.train_test_days)
@@ -607,10 +685,11 @@ def run_train_hybrid(
     val_users, val_truth = trainer.truth(val, test_cut)
     if not len(val_users):
         raise ValueError(f"no validation positives in [{val_cut}, {test_cut}): too little data before {end}")
-    blend, grid = choose_blend(_scorer(val, s), val_users, val_truth, EVAL_K)
+    reg, blend, grid, cf_choice = choose_cf_and_blend(trainer, val, val_users, val_truth, regs)
+    details["cf"] = cf_choice
     del val
 
-    test = trainer.split(test_cut)
+    test = trainer.factorise(trainer.split(test_cut), reg)
     test_users, test_truth = trainer.truth(test, end)
     if not len(test_users):
         raise ValueError(f"no test positives in [{test_cut}, {end}): nothing to evaluate the model on")
@@ -634,7 +713,7 @@ def run_train_hybrid(
         force,
     )
 
-    full = trainer.split(end, keep_text=True)
+    full = trainer.factorise(trainer.split(end, keep_text=True), reg)
     scorer = _scorer(full, s)
     has_content = np.linalg.norm(full.interest, axis=1) > 0
     users = np.flatnonzero((full.history > 0) | has_content)
@@ -686,7 +765,7 @@ def run_train_hybrid(
         "recommendations resting on a fallback reason": round(fallbacks / recs.num_rows, 4) if recs.num_rows else None,
     }
     metric_map[f"reasons/warm/matched@{EVAL_K}"] = str(reason_figures[f"warm top-{EVAL_K} with a matched keyword"])
-    run_params = {**params, **blend.params()}
+    run_params = {**params, **blend.params(), "cf_reg": f"{reg:g}"}
     _record_run(spark, version, as_of(end), run_params, trainer.snaps, metric_map, decision)
     report_dir = s.home / "reports" / version
     summary = {
@@ -695,6 +774,9 @@ def run_train_hybrid(
         "blend (chosen on validation)": "; ".join(
             f"{seg} k={b.k} beta={b.beta}" for seg, b in blend.by_segment.items()
         ),
+        "collaborative part": f"{s.train_cf_engine} ALS, reg {reg:g} (chosen on validation from "
+        f"{', '.join(f'{r:g}' for r in regs)}), fits "
+        f"{', '.join(f'{x:.1f}' for x in trainer.stats['cf_fit_seconds'])} s",
         "evaluation users": f"{len(test_users)} (validation {len(val_users)})",
         "gate": decision.reason,
         "promoted": str(decision.promote) + (" (forced)" if decision.forced else ""),
