@@ -356,7 +356,8 @@ def build_interactions(start: str, end: str | None, run_id: str) -> None:
 def train_hybrid(start: str, end: str | None, run_id: str, force: bool, methods: str, as_json: bool) -> None:
     """Fit the hybrid (ALS + content + prior), evaluate on a time split, gate, write top-K lists.
 
-    The test span is the last PLACEREC_TRAIN_TEST_DAYS of the interval's history up to --end.
+    The test span is the last PLACEREC_TRAIN_TEST_DAYS of the interval's history up to --end, or
+    PLACEREC_TRAIN_EVAL_CUTS (3) such spans back to back, each with its own fit, pooled.
     """
     from placerec.model.train import JOB, METHODS, run_train_hybrid
     from placerec.report import format_training

@@ -196,7 +196,7 @@ def job_run(
 
 def format_training(details: dict[str, Any], k: int = 10) -> str:
     """The run's verdict and its evaluation table (overall, then per user segment)."""
-    from placerec.model.report import format_comparisons, format_table
+    from placerec.model.report import format_comparisons, format_protocol, format_table
     from placerec.model.train import GAP_CLOSED, REPORT_SEGMENTS
 
     if not details.get("model_version"):
@@ -205,7 +205,9 @@ def format_training(details: dict[str, Any], k: int = 10) -> str:
     lines = [
         f"model {details['model_version']}: {details['gate']}; promoted={details['promoted']}"
         + (" (forced)" if details.get("forced") else ""),
-        f"test span {details['test'][0]} .. {details['test'][1]}, {details['evaluation_users']} users; "
+        f"test span {details['test'][0]} .. {details['test'][1]}"
+        + (f" ({len(details['test_cuts'])} rolling cuts, pooled)" if len(details.get("test_cuts", [])) > 1 else "")
+        + f", {details['evaluation_users']} (user, cut) pairs; "
         "blend (chosen on validation) " + ", ".join(f"{k.removeprefix('blend_')} {v}" for k, v in blend.items()),
         f"{details['recommendations']} recommendations for {details['users_recommended']} users; "
         f"report {details['report']}",
@@ -227,6 +229,8 @@ def format_training(details: dict[str, Any], k: int = 10) -> str:
     versus = format_comparisons(details["table"], segments, methods=("hybrid",))
     if versus:
         lines += ["", "hybrid against popularity (paired over the same users, 95 % bootstrap interval)", versus]
+    if details.get("protocol"):
+        lines += ["", format_protocol(details["protocol"], k)]
     return "\n".join(lines)
 
 

@@ -178,6 +178,9 @@ class Settings:
     when it exists (the demo's). Real data has none: no oracle row."""
     train_test_days: int = 1
     """Evaluation: train before T, test on [T, T + test_days); validation is the same span before T."""
+    train_eval_cuts: int = 3
+    """Rolling-origin evaluation: this many consecutive test spans ending at the end, each with its own
+    fit; figures pooled over the (user, span) pairs (fewer spans when the data is too short)."""
     train_cold_max: int = 2
     """Users with at most this many training places are "cold" (0: only search interests, if any)."""
     train_light_max: int = 10
@@ -186,6 +189,9 @@ class Settings:
     """Content weight ``m / (m + this)`` for a user with decayed interaction weight ``m`` (+1 with a
     search interest): a faded history (one review a year ago) falls back to the popularity prior.
     1.0 = one fresh view under the default weights; 0 gives all content full weight."""
+    train_protocol: str = ""
+    """``nsmc``: also score the run on the NSMC data README's protocol (its users and positives, its
+    reference rows reproduced beside their published figures; :mod:`placerec.model.protocol`)."""
     train_gate_tolerance: float = 0.02
     """Promotion: NDCG@10 may trail the promoted model's by at most this share (0.02 = 2 %)."""
 

@@ -31,8 +31,8 @@ END = "2026-09-05"
 POSITIVE = {"view", "click", "save", "navigate", "review", "visit"}
 
 
-def cli(home: Path, *args: str, timeout: int = 1200) -> str:
-    env = {**os.environ, "PLACEREC_HOME": str(home), "PLACEREC_TRAIN_TOP_K": "20"}
+def cli(home: Path, *args: str, timeout: int = 1200, **extra: str) -> str:
+    env = {**os.environ, "PLACEREC_HOME": str(home), "PLACEREC_TRAIN_TOP_K": "20", **extra}
     done = subprocess.run(
         [sys.executable, "-m", "placerec.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -136,7 +136,7 @@ def test_run_is_recorded_with_inputs_metrics_and_report(trained: dict[str, Any])
     assert "popularity/all/ndcg@10 vs popularity" not in metrics
     # the ALS weight is the validation grid's best, recorded with every weight's score
     cf = first["cf"]
-    tried = cf["validation ndcg@10 by reg"]
+    tried = cf["validation cf ndcg@10 by reg"]
     assert cf["engine"] == "implicit" and set(tried) == {"16", "64", "256"}
     assert tried[f"{cf['reg']:g}"] == max(tried.values())
     assert dict(run["params"])["cf_reg"] == f"{cf['reg']:g}"
@@ -152,10 +152,19 @@ def test_run_is_recorded_with_inputs_metrics_and_report(trained: dict[str, Any])
 def test_rerun_writes_the_same_version_and_rows(trained: dict[str, Any]) -> None:
     home, s, first = trained["home"], trained["settings"], trained["first"]
     before = scan(s, "model.recommendations", f"model_version = '{first['model_version']}'")
-    again = json.loads(
-        cli(home, "train-hybrid", "--start", FIRST.isoformat(), "--end", END, "--methods", "hybrid,cf", "--json")
-    )
+    # the rerun also scores the data README's protocol (not a model parameter: the same version)
+    args = ("train-hybrid", "--start", FIRST.isoformat(), "--end", END, "--methods", "hybrid,cf", "--json")
+    again = json.loads(cli(home, *args, PLACEREC_TRAIN_PROTOCOL="nsmc"))
     assert again["model_version"] == first["model_version"]
+    protocol = again["protocol"]
+    rows = {r["method"]: r for r in protocol["table"]}
+    assert {"hybrid", "popularity", "cf", "popularity_30d", "time_aware_popularity"} <= set(rows)
+    assert protocol["sizes"]["evaluation users"] == rows["hybrid"]["users"] > 0
+    # the protocol's users are training users: at most the test users that have a history
+    assert protocol["sizes"]["evaluation users"] <= again["evaluation_users"]
+    assert 0.0 <= rows["hybrid"]["ndcg@10"] <= 1.0 and "ndcg@10 vs popularity_30d" in rows["hybrid"]
+    run = scan(s, "model.runs", f"model_version = '{first['model_version']}'")[0]
+    assert dict(run["metrics"])["hybrid/protocol/ndcg@10"] == f"{rows['hybrid']['ndcg@10']:.6f}"
     after = scan(s, "model.recommendations", f"model_version = '{first['model_version']}'")
 
     def key(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:

@@ -203,3 +203,23 @@ def test_paired_bootstrap_interval() -> None:
     assert lo < 0 < hi
     with pytest.raises(ValueError):
         paired_bootstrap(np.array([]), np.array([]))
+
+
+def test_paired_bootstrap_resamples_whole_groups() -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.random(300), rng.random(300)
+    plain = paired_bootstrap(a, b, seed=3)
+    # a group per pair, in order: the plain bootstrap's draws and figures
+    assert paired_bootstrap(a, b, seed=3, groups=np.arange(300)) == pytest.approx(plain)
+    # every user evaluated twice with the same figures: as independent pairs the interval narrows by
+    # about √2; grouped by user it is the interval of the single copy
+    twice = (np.concatenate([a, a]), np.concatenate([b, b]))
+    naive = paired_bootstrap(*twice, seed=3)
+    grouped = paired_bootstrap(*twice, seed=3, groups=np.concatenate([np.arange(300), np.arange(300)]))
+    assert grouped == pytest.approx(plain)
+    assert (naive[2] - naive[1]) < 0.8 * (plain[2] - plain[1])
+    # labels of any kind, strings included
+    ids = np.array([f"u{i}" for i in range(300)] * 2)
+    assert paired_bootstrap(*twice, seed=3, groups=ids) == pytest.approx(plain)
+    with pytest.raises(ValueError, match="groups must label every pair"):
+        paired_bootstrap(a, b, groups=np.arange(3))

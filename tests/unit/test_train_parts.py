@@ -450,3 +450,45 @@ def test_the_gap_a_method_closes_between_popularity_and_the_oracle() -> None:
     assert out[("hybrid", "all")] == pytest.approx(0.5)
     assert out[("popularity", "all")] == 0 and out[("oracle", "all")] == 1
     assert out[("hybrid", "cold")] is None
+
+
+def test_rolling_cuts_fit_the_data_they_have() -> None:
+    from datetime import timedelta
+
+    from placerec.model.train import eval_cuts
+
+    end, day = _at(11, 0), timedelta(days=1)
+    assert eval_cuts(end, day, 3, _at(1, 0)) == [_at(8, 0), _at(9, 0), _at(10, 0)]
+    # the validation cut before the first test cut keeps one span of history: only two cuts fit
+    assert eval_cuts(end, day, 3, _at(7, 0)) == [_at(9, 0), _at(10, 0)]
+    assert eval_cuts(end, day, 3, _at(10, 0)) == [_at(10, 0)] == eval_cuts(end, day, 3, None)
+    assert eval_cuts(end, 2 * day, 2, _at(1, 0)) == [_at(7, 0), _at(9, 0)]
+
+
+def test_pooled_figures_weigh_each_cut_by_its_users_and_group_users_across_cuts() -> None:
+    from placerec.model.train import VS_POPULARITY, CutScores, pooled_table
+
+    def cut(users: list[str], hybrid: list[float], popularity: list[float]) -> CutScores:
+        rows = [
+            {"method": m, "segment": "all", "ndcg@10": float(np.mean(g)), "coverage@10": c, "users": float(len(g))}
+            for m, g, c in (("hybrid", hybrid, 0.5), ("popularity", popularity, 0.1))
+        ]
+        gains = {"hybrid": np.array(hybrid), "popularity": np.array(popularity)}
+        return CutScores(rows, gains, {"all": np.ones(len(users), dtype=bool)}, np.array(users, dtype=object))
+
+    one = cut(["a", "b"], [1.0, 0.0], [0.0, 0.0])
+    two = cut(["a", "c", "d", "e"], [1.0, 1.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0])
+    table = {r["method"]: r for r in pooled_table([one, two], seed=1)}
+    assert table["hybrid"]["users"] == 6 and table["hybrid"]["ndcg@10"] == pytest.approx(3 / 6)
+    assert table["popularity"]["ndcg@10"] == pytest.approx(0.5 / 6)
+    assert table["hybrid"]["coverage@10"] == pytest.approx(0.5)  # the users-weighted mean of the cuts'
+    assert table["hybrid"][VS_POPULARITY] == pytest.approx(2.5 / 6)
+    assert (
+        table["hybrid"][f"{VS_POPULARITY} lo"]
+        <= table["hybrid"][VS_POPULARITY]
+        <= table["hybrid"][f"{VS_POPULARITY} hi"]
+    )
+    assert VS_POPULARITY not in table["popularity"]
+    # one cut: the figures of that cut as they are
+    single = {r["method"]: r for r in pooled_table([one], seed=1)}
+    assert single["hybrid"]["ndcg@10"] == 0.5 and single["hybrid"]["users"] == 2

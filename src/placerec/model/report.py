@@ -115,6 +115,22 @@ def format_comparisons(table: Sequence[Mapping[str, Any]], segments: Sequence[st
     return "\n".join(head + lines)
 
 
+def format_protocol(protocol: Mapping[str, Any], k: int) -> str:
+    """The data README's protocol (``details["protocol"]`` of a training run) as markdown: its sizes,
+    the table with the published figure beside each reproduced row, and the hybrid's paired
+    differences to the 30-day popularity row and to our popularity."""
+    sizes = ", ".join(f"{key} {value:,}" for key, value in protocol["sizes"].items())
+    lines = [
+        f"The {protocol['name']} data README's protocol ({sizes}); `published ndcg@{k}` is its table's figure.",
+        "",
+        format_table(protocol["table"], "protocol", k),
+    ]
+    versus = format_comparisons(protocol["table"], ["protocol"], methods=("hybrid",))
+    if versus:
+        lines += ["", "hybrid against them (paired over the same users, 95 % bootstrap interval):", "", versus]
+    return "\n".join(lines)
+
+
 def _bar_chart(
     path: Path, table: Sequence[Mapping[str, Any]], segments: Sequence[str], metric: str, title: str
 ) -> None:
@@ -148,12 +164,14 @@ def write_report(
     table: Sequence[Mapping[str, Any]],
     segments: Sequence[str],
     k: int,
+    sections: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """Write ``report.md``, ``ndcg_by_segment.png`` and ``recall_by_segment.png`` into ``out_dir``
     (created if missing) and return the path of ``report.md``.
 
     The page holds the title, the model version and ``summary`` as key/value lines, one table per
-    segment (see :func:`format_table`; a segment without rows says so) and links to the charts,
+    segment (see :func:`format_table`; a segment without rows says so), the ``sections`` (heading,
+    markdown body) and links to the charts,
     which group bars by segment with one bar per method.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -175,6 +193,8 @@ def write_report(
     comparisons = format_comparisons(table, segments)
     if comparisons:
         lines += ["", "## Differences to popularity (paired over the same users)", "", comparisons]
+    for heading, body in sections:
+        lines += ["", f"## {heading}", "", body]
     lines += ["", "## Charts", ""]
     lines += [f"![{chart_title}]({name})" for name, (_, chart_title) in charts.items()]
     path = out_dir / "report.md"

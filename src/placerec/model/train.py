@@ -2,11 +2,13 @@
 
 For a data interval ending at ``end`` (test span ``d`` = ``train_test_days``):
 
-1. validation fit: train on events before ``end - 2d``, score ``[end - 2d, end - d)``; the ALS weight
+1. validation fit: train on events before ``end - (n+1)d``, score the next ``d`` days; the ALS weight
    (``train_als_reg_grid``) and the blend (``k``, ``beta``) with the best NDCG@10 there are chosen;
-2. test fit: train on events before ``T = end - d``, test on ``[T, end)``: the hybrid with that blend
-   against popularity, CF-only, content-only, EASE and the ``implicit`` library's ALS, overall and for
-   cold, light and heavy users; the gate compares NDCG@10 (``gate``);
+2. test fits, rolling-origin: for each of the ``n`` spans (``train_eval_cuts``) ending at ``end``,
+   train on events before the span, test on it: the hybrid with that blend against popularity,
+   CF-only, content-only, EASE and the ``implicit`` library's ALS, overall and for cold, light and
+   heavy users, pooled over the (user, span) pairs (:func:`pooled_table`); the gate compares NDCG@10
+   (``gate``);
 3. full fit on everything before ``end``: top-K per user with reasons, into
    ``model.recommendations`` (partition = model version), factors into ``model.factors``, the run
    into ``model.runs``, a markdown report with charts under ``<home>/reports/<model version>/``.
@@ -79,6 +81,7 @@ INPUTS = [
 ]
 METHODS = ("hybrid", "popularity", "cf", "content", "ease", "implicit_als")
 CF_ENGINES = ("implicit", "spark")
+PROTOCOLS = ("nsmc",)
 IMPLICIT_REFERENCE_REG = 0.05
 """The ``implicit_als`` reference row's L2 weight: a fixed, untuned configuration (15 iterations),
 unlike the collaborative part, whose weight the validation span chooses (``train_als_reg_grid``)."""
@@ -273,6 +276,14 @@ class Trainer:
         )
         return split
 
+    def first_event(self) -> datetime | None:
+        """When the earliest event before the end happened (None without any)."""
+        from pyspark.sql import functions as F
+
+        row = self.events.agg(F.min("event_ts")).first()
+        first = row[0] if row is not None else None
+        return first.replace(tzinfo=timezone.utc) if first is not None and first.tzinfo is None else first
+
     def factorise(self, split: Split, reg: float) -> Split:
         """The collaborative part of ``split``: ALS factors by the configured engine (:func:`fit_cf`)."""
         began = time.monotonic()
@@ -441,33 +452,108 @@ def fit_spark_als(spark: SparkSession, train: sp.csr_matrix, s: Settings, reg: f
     return user_f, item_f
 
 
+def eval_cuts(end: datetime, span: timedelta, wanted: int, first_event: datetime | None) -> list[datetime]:
+    """The test cuts, oldest first: ``wanted`` consecutive spans ending at ``end`` (rolling-origin
+    evaluation), fewer when the data is too short for them: the validation cut before the first
+    must leave at least one span of history after the first event. Always at least one."""
+    for n in range(wanted, 1, -1):
+        if first_event is not None and end - (n + 1) * span >= first_event + span:
+            return [end - j * span for j in range(n, 0, -1)]
+    return [end - span]
+
+
 def choose_cf_and_blend(
     trainer: Trainer, val: Split, users: np.ndarray, truth: list[np.ndarray], regs: Sequence[float]
 ) -> tuple[float, SegmentBlend, list[dict[str, Any]], dict[str, Any]]:
-    """The ALS weight and the blend chosen on validation: per weight in ``regs``, factorise, choose
-    the blend (:func:`choose_blend`), and keep the weight whose chosen blend has the best NDCG@10
-    (ties: the first, i.e. the smallest weight). Returns (reg, blend, its grid, the record)."""
+    """The ALS weight and the blend chosen on validation: per weight in ``regs``, factorise and score
+    CF-only over the validation users with a history (the only ones CF serves); the best weight's
+    factors (ties: the smallest weight) are kept, then the blend is chosen with them
+    (:func:`choose_blend`). Choosing the blend once, not per weight, keeps the validation cost near
+    one blend grid (minutes on NSMC).
+    Returns (reg, blend, its grid, the record)."""
     scorer = _scorer(val, trainer.s)
-    best: tuple[float, float, SegmentBlend, list[dict[str, Any]]] | None = None
+    warm = [j for j, u in enumerate(users.tolist()) if val.history[u] > 0]
+    warm_users, warm_truth = users[warm], [truth[j] for j in warm]
     tried: dict[str, float] = {}
+    best: tuple[float, float, Any, Any] | None = None
     for reg in regs:
         trainer.factorise(val, reg)
-        blend, grid = choose_blend(scorer, users, truth, EVAL_K)
-        score = round(metrics.ndcg_at_k(scorer.recommend(users, blend, EVAL_K), truth, EVAL_K), 9)
+        score = (
+            round(metrics.ndcg_at_k(scorer.recommend(warm_users, CF_ONLY, EVAL_K), warm_truth, EVAL_K), 9)
+            if len(warm_users)
+            else 0.0
+        )
         tried[f"{reg:g}"] = score
         if best is None or score > best[0]:
-            best = (score, reg, blend, grid)
+            best = (score, reg, val.user_factors, val.item_factors)
     assert best is not None, "cf_regs returns at least one weight"
-    _, reg, blend, grid = best
-    record = {"engine": trainer.s.train_cf_engine, "reg": reg, f"validation ndcg@{EVAL_K} by reg": tried}
+    _, reg, val.user_factors, val.item_factors = best
+    blend, grid = choose_blend(scorer, users, truth, EVAL_K)
+    record = {
+        "engine": trainer.s.train_cf_engine,
+        "reg": reg,
+        f"validation cf ndcg@{EVAL_K} by reg": tried,
+        "validation users with a history": len(warm_users),
+    }
     return reg, blend, grid, record
+
+
+def score_protocol(trainer: Trainer, split: Split, end: datetime, blend: SegmentBlend, s: Settings) -> dict[str, Any]:
+    """The NSMC data README's protocol on the test split's review events (:mod:`placerec.model.protocol`):
+    its sizes and rows, the hybrid, our popularity and CF-only scored on its users and positives."""
+    import pyarrow.compute as pc
+    from pyspark.sql import functions as F
+
+    from placerec.model import protocol
+
+    began = time.monotonic()
+    reviews = (
+        trainer.events.where((F.col("event_type") == "review") & F.col("place_id").isNotNull())
+        .select("user_id", "place_id", "event_ts")
+        .toArrow()
+    )
+    days = pc.cast(pc.cast(reviews.column("event_ts"), "date32"), "int32").to_numpy(zero_copy_only=False)
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    p = protocol.build(
+        reviews.column("user_id").to_numpy(zero_copy_only=False),
+        reviews.column("place_id").to_numpy(zero_copy_only=False),
+        days,
+        (split.cut - epoch).days,
+        (end - epoch).days,
+    )
+    users = np.array([split.user_index[x] for x in p.users[p.eval_users].tolist()], dtype=np.int64)
+    column = {place: j for j, place in enumerate(p.items.tolist())}
+    # our item index → the protocol's column; the -1 padding (index -1) maps to the appended -1
+    remap = np.array([column.get(x, -1) for x in split.items.tolist()] + [-1], dtype=np.int64)
+    scorer = _scorer(split, s)
+    ours = {
+        name: remap[scorer.recommend(users, b, EVAL_K)]
+        for name, b in (("hybrid", blend), ("popularity", Blend(mode="popularity")), ("cf", CF_ONLY))
+    }
+    rows = protocol.evaluate(p, ours, seed=s.train_seed)
+    log.info("protocol %s: %s (%.1fs)", s.train_protocol, protocol.summary(p), time.monotonic() - began)
+    return {"name": s.train_protocol, "sizes": protocol.summary(p), "table": rows}
 
 
 def _scorer(split: Split, s: Settings) -> Scorer:
     return Scorer(split, s.train_cold_max, s.train_light_max, s.train_content_mass)
 
 
-def evaluate_methods(
+@dataclass
+class CutScores:
+    """One test cut's evaluation: figures per method and segment, and what pooling cuts needs."""
+
+    rows: list[dict[str, Any]]
+    """``metrics.evaluate`` figures per (method, segment), no paired comparison yet."""
+    gains: dict[str, np.ndarray]
+    """NDCG@10 per evaluated user, per method."""
+    masks: dict[str, np.ndarray]
+    """Per reported segment: which evaluated users belong to it."""
+    users: np.ndarray
+    """The evaluated users' ids (a user evaluated at several cuts is one cluster in the intervals)."""
+
+
+def score_cut(
     split: Split,
     users: np.ndarray,
     truth: list[np.ndarray],
@@ -475,12 +561,8 @@ def evaluate_methods(
     s: Settings,
     methods: Sequence[str] = METHODS,
     world: Truth | None = None,
-) -> list[dict[str, Any]]:
-    """Every method on the same split, overall and per segment: rows of ``metrics.evaluate`` figures.
-
-    With ``world`` (a generated world's hidden truth covering the users) an ``oracle`` row too, and
-    each row's share of the popularity-to-oracle NDCG gap it closes (:data:`GAP_CLOSED`).
-    """
+) -> CutScores:
+    """Every method on one split, overall and per segment (:func:`evaluate_methods` for one cut)."""
     scorer = _scorer(split, s)
     recs: dict[str, np.ndarray] = {}
     blends: dict[str, Blend | SegmentBlend] = {
@@ -508,7 +590,16 @@ def evaluate_methods(
         recs[ORACLE] = catalogue_top(split, ceiling, np.asarray(users), EVAL_K)
     segments = scorer.segments[users]
     searched = np.linalg.norm(split.interest[users], axis=1) > 0 if len(users) else np.zeros(0, dtype=bool)
-    gains = {name: metrics.ndcg_per_user(lists, truth, EVAL_K) for name, lists in recs.items()}
+    masks = {
+        segment: (
+            np.ones(len(users), dtype=bool)
+            if segment == "all"
+            else (segments == "cold") & searched
+            if segment == COLD_SEARCHED
+            else segments == segment
+        )
+        for segment in REPORT_SEGMENTS
+    }
     # Metrics see the catalogue at the cut only: item ids are renumbered over the candidates, so
     # coverage is a share of what could have been recommended.
     cand = np.flatnonzero(split.candidates)
@@ -519,13 +610,7 @@ def evaluate_methods(
     rows = []
     for name, lists in recs.items():
         lists = renumber[lists]  # -1 padding maps to the last slot, which is -1
-        for segment in REPORT_SEGMENTS:
-            if segment == "all":
-                mask = np.ones(len(users), dtype=bool)
-            elif segment == COLD_SEARCHED:
-                mask = (segments == "cold") & searched
-            else:
-                mask = segments == segment
+        for segment, mask in masks.items():
             if not mask.any():
                 continue
             figures = metrics.evaluate(
@@ -537,12 +622,57 @@ def evaluate_methods(
                 n_train_users=max(1, n_train_users),
                 item_vectors=split.item_vectors[cand],
             )
-            if name != "popularity" and "popularity" in gains:
-                # Paired over the same users: is the difference to popularity more than sampling noise?
-                diff, lo, hi = metrics.paired_bootstrap(gains[name][mask], gains["popularity"][mask], seed=s.train_seed)
-                figures |= {VS_POPULARITY: diff, f"{VS_POPULARITY} lo": lo, f"{VS_POPULARITY} hi": hi}
             rows.append({"method": name, "segment": segment, **figures})
+    gains = {name: metrics.ndcg_per_user(lists, truth, EVAL_K) for name, lists in recs.items()}
+    return CutScores(rows, gains, masks, split.users[np.asarray(users, dtype=np.int64)])
+
+
+def pooled_table(cuts: Sequence[CutScores], seed: int) -> list[dict[str, Any]]:
+    """The table over one or more test cuts: each (method, segment)'s figures are the mean over its
+    evaluated (user, cut) pairs, i.e. the cuts' figures weighted by their users (coverage, novelty
+    and diversity: the users-weighted mean of the cuts' values); ``users`` counts the pairs. Every
+    method's paired NDCG@10 difference to popularity resamples users (all of a user's cuts together).
+    """
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for cut in cuts:
+        for row in cut.rows:
+            key = (row["method"], row["segment"])
+            n = row["users"]
+            into = merged.setdefault(key, {"method": key[0], "segment": key[1], "users": 0.0, "_w": {}})
+            into["users"] += n
+            for metric, value in row.items():
+                if metric not in ("method", "segment", "users"):
+                    into["_w"][metric] = into["_w"].get(metric, 0.0) + value * n
+    rows = []
+    for (name, segment), row in merged.items():
+        weighted = row.pop("_w")
+        figures = {metric: total / row["users"] for metric, total in weighted.items()}
+        out = {"method": name, "segment": segment, **figures, "users": row["users"]}
+        if name != "popularity" and all("popularity" in c.gains for c in cuts):
+            ours = np.concatenate([c.gains[name][c.masks[segment]] for c in cuts])
+            base = np.concatenate([c.gains["popularity"][c.masks[segment]] for c in cuts])
+            ids = np.concatenate([c.users[c.masks[segment]] for c in cuts])
+            diff, lo, hi = metrics.paired_bootstrap(ours, base, seed=seed, groups=ids if len(cuts) > 1 else None)
+            out |= {VS_POPULARITY: diff, f"{VS_POPULARITY} lo": lo, f"{VS_POPULARITY} hi": hi}
+        rows.append(out)
     return with_gap_closed(rows)
+
+
+def evaluate_methods(
+    split: Split,
+    users: np.ndarray,
+    truth: list[np.ndarray],
+    blend: SegmentBlend,
+    s: Settings,
+    methods: Sequence[str] = METHODS,
+    world: Truth | None = None,
+) -> list[dict[str, Any]]:
+    """Every method on the same split, overall and per segment: rows of ``metrics.evaluate`` figures.
+
+    With ``world`` (a generated world's hidden truth covering the users) an ``oracle`` row too, and
+    each row's share of the popularity-to-oracle NDCG gap it closes (:data:`GAP_CLOSED`).
+    """
+    return pooled_table([score_cut(split, users, truth, blend, s, methods, world)], s.train_seed)
 
 
 def with_gap_closed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -655,7 +785,7 @@ def run_train_hybrid(
     import pyarrow as pa
 
     from placerec.catalog import ensure_tables_once
-    from placerec.model.report import write_report
+    from placerec.model.report import format_protocol, write_report
 
     s = settings or get_settings()
     unknown = set(methods) - set(METHODS)
@@ -663,16 +793,25 @@ def run_train_hybrid(
         raise ValueError(f"methods must include hybrid and come from {', '.join(METHODS)}; got {sorted(methods)}")
     check_content_mass(s.train_content_mass)  # before minutes of splits, not in the scorer after them
     regs = cf_regs(s)
+    if s.train_protocol and s.train_protocol not in PROTOCOLS:
+        raise ValueError(f"train_protocol must be empty or one of {', '.join(PROTOCOLS)}; got {s.train_protocol!r}")
     began = time.monotonic()
     ensure_tables_once()
+    if s.train_eval_cuts < 1:
+        raise ValueError(f"train_eval_cuts must be at least 1; got {s.train_eval_cuts}")
     span = timedelta(days=s.train_test_days)
-    test_cut, val_cut = end - span, end - 2 * span
     trainer = Trainer(spark, end, s)
+    cuts = eval_cuts(end, span, s.train_eval_cuts, trainer.first_event())
+    test_cut, val_cut = cuts[-1], cuts[0] - span
     params = _params(s)
     version = _version(end, params, trainer.snaps)
-    details: dict[str, Any] = {"model_version": version, "test": [test_cut.isoformat(), end.isoformat()]}
+    details: dict[str, Any] = {
+        "model_version": version,
+        "test": [cuts[0].isoformat(), end.isoformat()],
+        "test_cuts": [c.isoformat() for c in cuts],
+    }
 
-    empty = trainer.empty_spans([(val_cut, test_cut), (test_cut, end)])
+    empty = trainer.empty_spans([(val_cut, cuts[0]), (test_cut, end)])
     if empty:
         # Nothing to choose a blend on or to evaluate with (an empty day, or too little history):
         # no model is written and nothing is promoted; the record says why.
@@ -682,25 +821,37 @@ def run_train_hybrid(
         return details
 
     val = trainer.split(val_cut)
-    val_users, val_truth = trainer.truth(val, test_cut)
+    val_users, val_truth = trainer.truth(val, cuts[0])
     if not len(val_users):
-        raise ValueError(f"no validation positives in [{val_cut}, {test_cut}): too little data before {end}")
+        raise ValueError(f"no validation positives in [{val_cut}, {cuts[0]}): too little data before {end}")
     reg, blend, grid, cf_choice = choose_cf_and_blend(trainer, val, val_users, val_truth, regs)
     details["cf"] = cf_choice
     del val
 
-    test = trainer.factorise(trainer.split(test_cut), reg)
-    test_users, test_truth = trainer.truth(test, end)
-    if not len(test_users):
-        raise ValueError(f"no test positives in [{test_cut}, {end}): nothing to evaluate the model on")
     world = load_truth(Path(s.train_truth_dir) if s.train_truth_dir else s.landing_path / "_truth")
-    table = evaluate_methods(test, test_users, test_truth, blend, s, methods, world)
+    scored: list[CutScores] = []
+    evaluated: list[str] = []
+    for cut in cuts:
+        test = trainer.factorise(trainer.split(cut), reg)
+        test_users, test_truth = trainer.truth(test, cut + span)
+        if not len(test_users):
+            if cut == test_cut:
+                raise ValueError(f"no test positives in [{cut}, {end}): nothing to evaluate the model on")
+            log.warning("no test positives in [%s, %s): that cut is left out", cut, cut + span)
+            continue
+        scored.append(score_cut(test, test_users, test_truth, blend, s, methods, world))
+        evaluated.append(cut.isoformat())
+        if s.train_protocol and cut == test_cut:
+            details["protocol"] = score_protocol(trainer, test, end, blend, s)
+        del test
+    table = pooled_table(scored, s.train_seed)
+    details["test_cuts"] = evaluated
+    test_users = np.concatenate([c.users for c in scored])
     details["oracle"] = (
         ORACLE_LABEL
         if any(r["method"] == ORACLE for r in table)
         else ("truth does not cover the data" if world else None)
     )
-    del test
 
     ndcg = f"ndcg@{EVAL_K}"
     overall = {r["method"]: r[ndcg] for r in table if r["segment"] == "all"}
@@ -758,6 +909,12 @@ def run_train_hybrid(
         for k, v in r.items()
         if k not in ("method", "segment")
     }
+    for r in details.get("protocol", {}).get("table", []):
+        metric_map |= {
+            f"{r['method']}/{r['segment']}/{k}": f"{v:.6f}"
+            for k, v in r.items()
+            if k not in ("method", "segment") and np.isfinite(v)
+        }
     metric_map["gate"] = decision.reason
     reason_figures = {
         f"warm top-{EVAL_K} items": warm_top,
@@ -770,14 +927,16 @@ def run_train_hybrid(
     report_dir = s.home / "reports" / version
     summary = {
         "as of": str(as_of(end)),
-        "test span": f"{test_cut:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC",
+        "test span": f"{cuts[0]:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC, "
+        + (f"{len(scored)} rolling cuts of {s.train_test_days} d (pooled)" if len(scored) > 1 else "one cut"),
         "blend (chosen on validation)": "; ".join(
             f"{seg} k={b.k} beta={b.beta}" for seg, b in blend.by_segment.items()
         ),
         "collaborative part": f"{s.train_cf_engine} ALS, reg {reg:g} (chosen on validation from "
         f"{', '.join(f'{r:g}' for r in regs)}), fits "
         f"{', '.join(f'{x:.1f}' for x in trainer.stats['cf_fit_seconds'])} s",
-        "evaluation users": f"{len(test_users)} (validation {len(val_users)})",
+        "evaluation users": f"{len(test_users)} (user, cut) pairs of {len(set(test_users.tolist()))} users "
+        f"(validation {len(val_users)})",
         "gate": decision.reason,
         "promoted": str(decision.promote) + (" (forced)" if decision.forced else ""),
         "compared with": f"{current[0]} NDCG@10 {current[1]:.4f}" if current else "no promoted model yet",
@@ -795,6 +954,9 @@ def run_train_hybrid(
         table=table,
         segments=[seg for seg in REPORT_SEGMENTS if any(r["segment"] == seg for r in table)],
         k=EVAL_K,
+        sections=[("The data README's protocol", format_protocol(details["protocol"], EVAL_K))]
+        if "protocol" in details
+        else [],
     )
     details.update(
         promoted=decision.promote,
