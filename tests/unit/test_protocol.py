@@ -98,6 +98,12 @@ def test_evaluate_scores_ours_and_the_references_on_the_same_users() -> None:
     assert table["hybrid"]["ndcg@10 vs popularity"] == pytest.approx(table["hybrid"]["ndcg@10"])
     assert "ndcg@10 vs popularity_30d" not in table["popularity_30d"]
     assert all(r["users"] == len(p.eval_users) for r in table.values())
+    # the report names the baseline of each comparison; the published figure sits beside each row
+    from placerec.model.report import format_protocol
+
+    text = format_protocol({"name": "nsmc", "sizes": protocol.summary(p), "table": list(table.values())}, 10)
+    assert "| protocol | hybrid | ndcg@10 vs popularity_30d |" in text and "| protocol | hybrid | ndcg@10 |" in text
+    assert "| popularity_30d | " in text and "0.0045" in text and f"evaluation users {len(p.eval_users)}" in text
 
 
 def test_no_training_review_is_a_clear_error() -> None:

@@ -102,8 +102,9 @@ def format_comparisons(table: Sequence[Mapping[str, Any]], segments: Sequence[st
                 base = next((_number(r.get(metric)) for r in rows if r.get("method") == baseline), math.nan)
                 rel = f"{100 * diff / base:+.1f} %" if base and not math.isnan(base) else MISSING
                 verdict = "no difference shown" if lo <= 0 <= hi else ("better" if lo > 0 else "worse")
+                label = metric if baseline == "popularity" else f"{metric} vs {baseline}"
                 lines.append(
-                    f"| {segment} | {_escape(row.get('method', ''))} | {metric} | {diff:+.5f} | {rel} "
+                    f"| {segment} | {_escape(row.get('method', ''))} | {_escape(label)} | {diff:+.5f} | {rel} "
                     f"| {lo:+.5f} .. {hi:+.5f} | {verdict} |"
                 )
     if not lines:
