@@ -652,7 +652,7 @@ def pooled_table(cuts: Sequence[CutScores], seed: int) -> list[dict[str, Any]]:
             ours = np.concatenate([c.gains[name][c.masks[segment]] for c in cuts])
             base = np.concatenate([c.gains["popularity"][c.masks[segment]] for c in cuts])
             ids = np.concatenate([c.users[c.masks[segment]] for c in cuts])
-            diff, lo, hi = metrics.paired_bootstrap(ours, base, seed=seed, groups=ids if len(cuts) > 1 else None)
+            diff, lo, hi = metrics.paired_bootstrap(ours, base, seed=seed, groups=ids)
             out |= {VS_POPULARITY: diff, f"{VS_POPULARITY} lo": lo, f"{VS_POPULARITY} hi": hi}
         rows.append(out)
     return with_gap_closed(rows)
