@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,15 @@ from placerec.settings import PROJECT_ROOT, get_settings
 NSMC_DIR = PROJECT_ROOT.parent / "shared" / "data" / "nsmc"
 # The real services (`placerec dev up`) keep their state here; library tests use their own.
 SERVICE_HOME = Path(os.environ.get("PLACEREC_HOME", PROJECT_ROOT / ".local")).resolve()
+
+
+def after_demo(offset: int) -> date:
+    """A day for tests that write generated data into the services' state: after the demo's week and
+    its training cut (every model input is read as of the cut), so ``make test`` before ``make demo``
+    leaves the demo's history and figures as they are. Each such test takes days no other one uses."""
+    from placerec.demo.run import DEMO_DAYS, DEMO_START
+
+    return DEMO_START + timedelta(days=DEMO_DAYS + 7 + offset)
 
 
 def library_spark() -> str:

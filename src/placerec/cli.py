@@ -553,6 +553,75 @@ def search_command(text: str, k: int, district: str, category: str) -> None:
     click.echo(format_answer(answer, repr(text)))
 
 
+@main.command("serve")
+@click.option("--host", default=None, help="Bind address (default: PLACEREC_SERVE_HOST, 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (default: PLACEREC_SERVE_PORT, 8095).")
+def serve_command(host: str | None, port: int | None) -> None:
+    """The serving API: GET /recommendations, POST /feedback, GET /health; logs impressions for ingest."""
+    import uvicorn
+
+    from placerec.serve.api import create_app
+    from placerec.settings import get_settings
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.serve_host,
+        port=port or settings.serve_port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@main.command("simulate-traffic")
+@click.option("--url", default=None, help="The serving API (default: http://PLACEREC_SERVE_HOST:PORT).")
+@click.option("--requests", "n_requests", default=1000, show_default=True, help="Requests to send.")
+@click.option("--rate", default=50.0, show_default=True, help="Requests per second (open loop).")
+@click.option("--seed", default=7, show_default=True)
+@click.option("-k", "k", default=10, show_default=True, help="Places per request.")
+@click.option("--concurrency", default=16, show_default=True, help="Requests in flight at most.")
+def simulate_traffic_command(
+    url: str | None, n_requests: int, rate: float, seed: int, k: int, concurrency: int
+) -> None:
+    """The demo world's users against the serving API, viewing and clicking by their hidden tastes."""
+    from placerec.demo.traffic import simulate
+    from placerec.settings import get_settings
+
+    settings = get_settings()
+    truth = Path(settings.train_truth_dir) if settings.train_truth_dir else settings.landing_path / "_truth"
+    result = simulate(
+        url or f"http://{settings.serve_host}:{settings.serve_port}", truth, n_requests, rate, seed, k, concurrency
+    )
+    out = result.summary()
+    click.echo(
+        f"{out['requests']} requests in {out['seconds']}s ({out['achieved_rps']}/s), {out['errors']} errors, "
+        f"p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms; {out['impressions']} impressions, "
+        f"{out['views']} views, {out['clicks']} clicks"
+    )
+    for variant, counts in sorted(out["by_variant"].items()):
+        ctr = counts["clicks"] / counts["impressions"] if counts["impressions"] else 0.0
+        click.echo(f"  {variant}: {counts['requests']} requests, {counts['impressions']} impressions, CTR {ctr:.4f}")
+    if result.errors or result.feedback_errors:
+        click.echo(f"errors: {out['error_kinds']}, feedback errors: {out['feedback_errors']}", err=True)
+        sys.exit(1)
+
+
+@main.command("ab-report")
+@click.option("--start", "start", required=True, help="Interval start (date or ISO timestamp; UTC if naive).")
+@click.option("--end", "end", default=None, help="Interval end, exclusive (default: start + 1 day).")
+def ab_report_command(start: str, end: str | None) -> None:
+    """Online CTR per serving variant with 95 % intervals, from the ingested impressions and clicks."""
+    from placerec.serve.online import ctr_by_variant, format_ctr, served_events
+    from placerec.serve.variants import parse_variants
+    from placerec.settings import get_settings
+
+    settings = get_settings()
+    lo, hi = _interval(start, end)
+    order = [v.name for v in parse_variants(settings.serve_variants)]
+    click.echo(f"online CTR by variant, {lo.isoformat()} .. {hi.isoformat()}")
+    click.echo(format_ctr(ctr_by_variant(served_events(lo, hi, settings), order)))
+
+
 @main.command("check")
 @click.option("--job", default="ingest_events", show_default=True, help="Job whose interval is checked.")
 @click.option("--start", "start", required=True, help="Interval start (date or ISO timestamp; UTC if naive).")

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import Asset, BaseOperator, Param, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.timetables.interval import CronDataIntervalTimetable, DeltaDataIntervalTimetable
 
 from placerec.alerts import on_failure
 from placerec.settings import PROJECT_ROOT
@@ -36,6 +36,8 @@ DEFAULT_ARGS: dict[str, Any] = {
 # Airflow 3's "@daily" is a trigger timetable whose runs have empty data intervals; our tasks own
 # a day each, so schedules are interval timetables: the run for day D covers [D, D+1) UTC.
 DAILY = CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
+# the streaming micro-batches: runs with a 5-minute data interval of their own (not zero-length triggers)
+EVERY_5_MINUTES = DeltaDataIntervalTimetable(timedelta(minutes=5))
 
 # The resolved interval and run id, templated into a Spark task's arguments (after ``resolve_interval``).
 INTERVAL_ARGS = [

@@ -69,6 +69,21 @@ class Settings:
     """PEM file of the CA that signed the cluster's certificate (empty: the system's trust store)."""
     opensearch_timeout_s: float = 60.0
 
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8095
+    """``placerec serve``: where the serving API listens."""
+    serve_variants: str = "model=live:100"
+    """A/B variants, ``name=source:share`` comma-separated; source ``live``, ``popular`` or a kept publish
+    version (:mod:`placerec.serve.variants`), e.g. ``model=live:50,control=popular:50``."""
+    serve_salt: str = "placerec-ab-1"
+    """Salt of the users' variant hash: a new salt reshuffles who gets which variant."""
+    serve_rotate_s: float = 30.0
+    """Seconds before the impression log's open file is sealed for ingest (:mod:`placerec.serve.eventlog`)."""
+    serve_cache_entries: int = 20_000
+    """Answers the serving API keeps per process (a published version's indices never change)."""
+    serve_refresh_s: float = 15.0
+    """Seconds between lookups of the versions the variants serve (alias swaps show within this)."""
+
     index_prefix: str = "placerec"
     """Aliases are ``<prefix>-places``, ``<prefix>-recommendations``, ``<prefix>-users``; indices add a version."""
     index_keep_versions: int = 3

@@ -122,9 +122,13 @@ TABLES: tuple[TableDef, ...] = (
             ("position", INT),
             ("device", S),
             *_SOURCE,
+            ("request_id", S),
+            ("model_version", S),
+            ("variant", S),
         ),
         (("event_ts", DayTransform()),),
-        "Behaviour events (impression, view, click, save, navigate, visit, review, search), one row per event_id.",
+        "Behaviour events (impression, view, click, save, navigate, visit, review, search), one row per event_id;"
+        " request_id, model_version and variant tie an event to the served answer it came from.",
     ),
     TableDef(
         "raw",

@@ -28,11 +28,11 @@ from placerec.catalog import get_catalog
 from placerec.demo import generate
 from placerec.settings import Settings, get_settings
 
-from ..conftest import SERVICE_HOME
+from ..conftest import SERVICE_HOME, after_demo
 
 pytestmark = pytest.mark.integration
 
-FIRST, DAYS = date(2026, 10, 26), 3  # after the DAGs' start_date (2026-10-01), before the demo's days
+FIRST, DAYS = after_demo(8), 3
 LAST = FIRST + timedelta(days=DAYS - 1)
 ENRICH_JOBS = ("extract_review_keywords", "build_place_profiles", "extract_search_interests")
 # what differs between two runs of the same interval by design: when and by which run, and the

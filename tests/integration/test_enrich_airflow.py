@@ -24,13 +24,13 @@ from placerec.demo import generate
 from placerec.enrich.embeddings import EmbeddingClient
 from placerec.settings import Settings, get_settings
 
-from ..conftest import SERVICE_HOME
+from ..conftest import SERVICE_HOME, after_demo
 
 pytestmark = pytest.mark.integration
 
-FIRST, DAYS = date(2026, 10, 20), 1
+FIRST, DAYS = after_demo(4), 1
 LAST = FIRST + timedelta(days=DAYS - 1)
-LO = datetime(2026, 10, 20, tzinfo=timezone.utc)
+LO = datetime(FIRST.year, FIRST.month, FIRST.day, tzinfo=timezone.utc)
 HI = LO + timedelta(days=DAYS)
 JOB = "extract_review_keywords"
 

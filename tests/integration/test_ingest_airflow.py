@@ -23,14 +23,14 @@ from placerec.demo import generate
 from placerec.demo.generator import FEED_REASONS
 from placerec.settings import Settings, get_settings
 
-from ..conftest import SERVICE_HOME
+from ..conftest import SERVICE_HOME, after_demo
 
 pytestmark = pytest.mark.integration
 
-FIRST, DAYS = date(2026, 10, 10), 1
+FIRST, DAYS = after_demo(0), 1
 LAST = FIRST + timedelta(days=DAYS - 1)
 EMPTY = LAST + timedelta(days=1)  # backfilled too: no landing files that day
-LO = datetime(2026, 10, 10, tzinfo=timezone.utc)
+LO = datetime(FIRST.year, FIRST.month, FIRST.day, tzinfo=timezone.utc)
 HI = LO + timedelta(days=DAYS)
 OWNED = f"job = 'ingest_events' and interval_start >= '{LO.isoformat()}' and interval_start < '{HI.isoformat()}'"
 

@@ -50,10 +50,14 @@ def _quiet(_: str) -> None:
     pass
 
 
+DEMO_START, DEMO_DAYS = date(2026, 11, 1), 7
+"""The demo's week (``placerec demo`` without options); its model is trained as of the day after."""
+
+
 def run_demo(
-    days: int = 7,
+    days: int = DEMO_DAYS,
     seed: int = 42,
-    start: date = date(2026, 11, 1),
+    start: date = DEMO_START,
     *,
     timeout: float = 3600,
     settings: Settings | None = None,

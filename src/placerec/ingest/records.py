@@ -61,7 +61,12 @@ EVENT_COLUMNS = (
     "position",
     "device",
     "source",
+    "request_id",
+    "model_version",
+    "variant",
 )
+"""The last three tie a served list's events to the answer that showed it (``placerec serve``): the
+request, the model version and the A/B variant; empty for events from elsewhere."""
 REVIEW_COLUMNS = ("review_id", "place_id", "user_id", "rating", "text", "review_ts", "content_hash", "source")
 PLACE_COLUMNS = ("place_id", "name", "category", "district", "lat", "lon", "address", "updated_ts", "source")
 COLUMNS = {"events": EVENT_COLUMNS, "reviews": REVIEW_COLUMNS, "places": PLACE_COLUMNS}
@@ -194,10 +199,25 @@ def _event(obj: dict[str, Any], start: datetime, end: datetime) -> tuple[Any, ..
     position = _int(obj, "position", required=False)
     session_id = _str(obj, "session_id", required=False)
     device = _str(obj, "device", required=False)
+    served = tuple(_str(obj, name, required=False) for name in ("request_id", "model_version", "variant"))
     ts = _ts(obj, "ts")
     _in_range("position", position, 1, 10_000)
     _interval("ts", ts, start, end)
-    return (event_id, event_type, ts, user_id, session_id, place_id, query, review_id, rating, position, device, source)
+    return (
+        event_id,
+        event_type,
+        ts,
+        user_id,
+        session_id,
+        place_id,
+        query,
+        review_id,
+        rating,
+        position,
+        device,
+        source,
+        *served,
+    )
 
 
 def _review(obj: dict[str, Any], start: datetime, end: datetime) -> tuple[Any, ...]:

@@ -66,19 +66,39 @@ def _hit(source: dict[str, Any], score: float, reasons: list[str]) -> Hit:
     )
 
 
+def _index(s: Settings, family: str, version: str) -> str:
+    """The live alias of ``family``, or the indices of publish ``version`` when one is named."""
+    return indices.index_name(s, family, version) if version else indices.alias_name(s, family)
+
+
 def knn_places(
-    client: OpenSearch, s: Settings, vector: list[float], k: int, district: str = "", category: str = ""
+    client: OpenSearch,
+    s: Settings,
+    vector: list[float],
+    k: int,
+    district: str = "",
+    category: str = "",
+    version: str = "",
 ) -> list[dict[str, Any]]:
     """The ``k`` places nearest ``vector``, filtered inside the HNSW search (lucene efficient filtering)."""
     body = {"size": k, "_source": PLACE_FIELDS, "query": indices.knn_clause(vector, k, s, _filters(district, category))}
-    return list(client.search(index=indices.alias_name(s, "places"), body=body)["hits"]["hits"])
+    return list(client.search(index=_index(s, "places", version), body=body)["hits"]["hits"])
 
 
 def recommend(
-    client: OpenSearch, s: Settings, user: str, k: int = 10, district: str = "", category: str = ""
+    client: OpenSearch,
+    s: Settings,
+    user: str,
+    k: int = 10,
+    district: str = "",
+    category: str = "",
+    *,
+    version: str = "",
+    popular_only: bool = False,
 ) -> Answer:
-    """``k`` places for ``user`` from the live indices, each with its reasons."""
-    doc = _get(client, indices.alias_name(s, "recommendations"), user)
+    """``k`` places for ``user`` from the live indices (or publish ``version``'s), each with its reasons;
+    ``popular_only`` answers every user with the popular fallback (a baseline variant)."""
+    doc = None if popular_only else _get(client, _index(s, "recommendations", version), user)
     if doc is not None:
         items = [
             i
@@ -87,10 +107,10 @@ def recommend(
         ]
         hits = [_hit(i, i.get("score", 0.0), list(i.get("reason") or [])) for i in items[:k]]
         return Answer("precomputed", hits, str(doc.get("model_version", "")))
-    interests = _get(client, indices.alias_name(s, "users"), user)
+    interests = None if popular_only else _get(client, _index(s, "users", version), user)
     if interests is not None and interests.get("embedding"):
         wanted = set(interests.get("keywords") or [])
-        found = knn_places(client, s, interests["embedding"], k, district, category)
+        found = knn_places(client, s, interests["embedding"], k, district, category, version)
         hits = [
             # a reason is praise the user searched for, never a complaint; else what the answer rests on
             _hit(
@@ -107,7 +127,7 @@ def recommend(
         "query": {"bool": {"filter": _filters(district, category)}},
         "sort": [{"popularity": "desc"}, {"place_id": "asc"}],
     }
-    found = client.search(index=indices.alias_name(s, "places"), body=body)["hits"]["hits"]
+    found = client.search(index=_index(s, "places", version), body=body)["hits"]["hits"]
     return Answer("popular", [_hit(h["_source"], h["_source"].get("popularity", 0.0), ["popular"]) for h in found])
 
 
