@@ -8,7 +8,8 @@ funnel) is in `raw.events` within minutes of happening: the API seals its log fi
 `PLACEREC_SERVE_ROTATE_S` (30 s) after writing them; a run then takes them.
 
 Each run is the very `ingest_events` job for the whole day (one micro-batch = re-ingesting the day
-from every file landed so far): it overwrites the day's rows of `raw.events` from the files, with rows
+from every file landed so far; in its first 10 minutes after midnight UTC, the day before as well;
+a manual run: the day it runs): it overwrites the day's rows of `raw.events` from the files, with rows
 de-duplicated by `event_id`, in the commit protocol that makes an interval visible all at once. So:
 
 * exactly once across restarts: a killed run leaves the previous complete state visible, and the next
@@ -32,8 +33,10 @@ from airflow.sdk import DAG
 from placerec.orchestration import (
     DEFAULT_ARGS,
     EVERY_5_MINUTES,
+    INTERVAL_ARGS,
     optional_arg,
     optional_text_param,
+    resolve_days,
     spark_conn_param,
     spark_job,
 )
@@ -57,17 +60,9 @@ with DAG(
         "spark_conn_id": spark_conn_param(),
     },
 ):
-    spark_job(
+    ingest = spark_job(
         task_id="ingest_today",
         job="ingest_events",
-        args=[
-            "--start",
-            "{{ data_interval_start.in_timezone('UTC').start_of('day').isoformat() }}",
-            "--end",
-            "{{ data_interval_end.in_timezone('UTC').start_of('day').add(days=1).isoformat() }}",
-            "--run-id",
-            "{{ run_id }}",
-            "--landing",
-            optional_arg("landing"),
-        ],
+        args=[*INTERVAL_ARGS, "--landing", optional_arg("landing")],
     )
+    resolve_days() >> ingest

@@ -86,12 +86,14 @@ def ensure_tables_once(settings: Settings | None = None, *, check_all: bool = Fa
     A table dropped by hand is not noticed then: ``check_all`` (``placerec create-tables``) checks each.
     """
     settings = settings or get_settings()
-    digest = tables_digest()
-    if not check_all and _recorded_digest(settings) == digest:
+    if not check_all and _recorded_digest(settings) == tables_digest():
         return []
-    from placerec.tables import ensure_tables
+    from placerec import tables
 
     catalog = get_catalog(settings)
-    created = ensure_tables(catalog)
-    catalog.update_namespace_properties("ops", updates={TABLES_DIGEST_KEY: digest})
+    created = tables.ensure_tables(catalog)
+    # the digest of the definitions just applied, as this process imported them: a process that
+    # imported an older tables.py (a task started before a deploy) must not record the newer file's
+    # digest over tables it brought only up to the old one (the next process would then skip them)
+    catalog.update_namespace_properties("ops", updates={TABLES_DIGEST_KEY: tables.IMPORTED_DIGEST})
     return created

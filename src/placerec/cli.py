@@ -611,7 +611,7 @@ def simulate_traffic_command(
 @click.option("--end", "end", default=None, help="Interval end, exclusive (default: start + 1 day).")
 def ab_report_command(start: str, end: str | None) -> None:
     """Online CTR per serving variant with 95 % intervals, from the ingested impressions and clicks."""
-    from placerec.serve.online import ctr_by_variant, format_ctr, served_events
+    from placerec.serve.online import ctr_by_variant, format_ctr, offline_runs, served_events, with_offline
     from placerec.serve.variants import parse_variants
     from placerec.settings import get_settings
 
@@ -619,7 +619,8 @@ def ab_report_command(start: str, end: str | None) -> None:
     lo, hi = _interval(start, end)
     order = [v.name for v in parse_variants(settings.serve_variants)]
     click.echo(f"online CTR by variant, {lo.isoformat()} .. {hi.isoformat()}")
-    click.echo(format_ctr(ctr_by_variant(served_events(lo, hi, settings), order)))
+    rows = with_offline(ctr_by_variant(served_events(lo, hi, settings), order), offline_runs(settings))
+    click.echo(format_ctr(rows))
 
 
 @main.command("check")

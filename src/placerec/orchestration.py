@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow.sdk import Asset, BaseOperator, Param, task
@@ -390,6 +390,35 @@ def resolve_interval(upstream: str, own: str | None = None) -> Any:
         return interval
 
     return _resolve()
+
+
+STREAM_GRACE = timedelta(minutes=10)
+"""A micro-batch this soon after midnight UTC takes the day before too (the serving API seals the
+files of a day up to ``serve_rotate_s`` after it ended)."""
+
+
+def stream_days(start: datetime | None, end: datetime | None, now: datetime) -> dict[str, str]:
+    """The whole UTC days a micro-batch re-ingests: from the day ``STREAM_GRACE`` before its interval
+    starts to the end of the day its interval ends in (a manual run without an interval: ``now``)."""
+    start = (start or now).astimezone(timezone.utc) - STREAM_GRACE
+    end = (end or now).astimezone(timezone.utc) - timedelta(microseconds=1)
+    first = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    last = end.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    return {"start": first.isoformat(), "end": max(last, first + timedelta(days=1)).isoformat()}
+
+
+def resolve_days() -> Any:
+    """Task ``resolve_interval`` of a micro-batch DAG: :func:`stream_days` of its run."""
+
+    @task(task_id="resolve_interval")
+    def _days(**context: Any) -> dict[str, str]:
+        days = stream_days(
+            context.get("data_interval_start"), context.get("data_interval_end"), datetime.now(timezone.utc)
+        )
+        log.info("micro-batch days %s .. %s", days["start"], days["end"])
+        return days
+
+    return _days()
 
 
 @task.short_circuit(task_id="unless_dry_run")

@@ -6,7 +6,9 @@ records is enforced by validation before anything is written.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import EqualTo, Reference
@@ -29,6 +31,9 @@ from pyiceberg.types import (
     StringType,
     TimestamptzType,
 )
+
+IMPORTED_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+"""``catalog.tables_digest()`` of this file as this process imported it (what ``ensure_tables`` applies)."""
 
 S, INT, L, D, F, B = StringType(), IntegerType(), LongType(), DoubleType(), FloatType(), BooleanType()
 TS, DT = TimestamptzType(), DateType()

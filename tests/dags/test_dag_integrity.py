@@ -166,3 +166,29 @@ def test_optional_params_render_as_not_given(dagbag) -> None:  # type: ignore[no
     assert template.render(params={"budget_tokens": 5000}) == "5000"
     enrich = dagbag.dags["enrich_reviews"].get_task("extract_review_keywords")
     assert "None" not in " ".join(enrich.args) and optional_arg("budget_cost") in enrich.args
+
+
+def test_micro_batches_take_whole_days_and_the_day_before_just_after_midnight() -> None:
+    from datetime import datetime, timezone
+
+    from placerec.orchestration import stream_days
+
+    def at(text: str) -> datetime:
+        return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+    now = at("2026-12-04T13:02:00")
+    assert stream_days(at("2026-12-04T12:55:00"), at("2026-12-04T13:00:00"), now) == {
+        "start": "2026-12-04T00:00:00+00:00",
+        "end": "2026-12-05T00:00:00+00:00",
+    }
+    # just after midnight: yesterday's last files may have been sealed after its daily run
+    assert stream_days(at("2026-12-05T00:00:00"), at("2026-12-05T00:05:00"), now) == {
+        "start": "2026-12-04T00:00:00+00:00",
+        "end": "2026-12-06T00:00:00+00:00",
+    }
+    # the run ending at midnight: only the day that ended
+    assert stream_days(at("2026-12-04T23:55:00"), at("2026-12-05T00:00:00"), now) == {
+        "start": "2026-12-04T00:00:00+00:00",
+        "end": "2026-12-05T00:00:00+00:00",
+    }
+    assert stream_days(None, None, now) == {"start": "2026-12-04T00:00:00+00:00", "end": "2026-12-05T00:00:00+00:00"}

@@ -188,3 +188,30 @@ def test_jobs_starting_at_once_on_a_new_catalog_all_get_the_tables(tmp_path) -> 
     assert {".".join(i) for ns in catalog.list_namespaces() for i in catalog.list_tables(ns)} == {
         t.identifier for t in TABLES
     }
+
+
+def test_a_process_with_older_definitions_does_not_mark_newer_ones_applied(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A task that imported tables.py before a deploy brings the tables up to the definitions it holds,
+    and records their digest, not the newer file's: the next process still adds the new columns."""
+    import dataclasses
+
+    from placerec import catalog as catalog_module
+    from placerec import tables
+    from placerec.settings import get_settings
+
+    settings = dataclasses.replace(get_settings(), home=tmp_path)
+    applied: list[str] = []
+    real = tables.ensure_tables
+
+    def ensure(catalog: Any) -> list[str]:
+        applied.append(tables.IMPORTED_DIGEST)
+        return real(catalog)
+
+    monkeypatch.setattr(tables, "ensure_tables", ensure)
+    monkeypatch.setattr(tables, "IMPORTED_DIGEST", "0ld0ld0ld0ld0ld0")  # imported before the file changed
+    catalog_module.ensure_tables_once(settings)
+    assert catalog_module._recorded_digest(settings) == "0ld0ld0ld0ld0ld0"
+    monkeypatch.setattr(tables, "IMPORTED_DIGEST", catalog_module.tables_digest())  # a fresh process
+    catalog_module.ensure_tables_once(settings)
+    catalog_module.ensure_tables_once(settings)  # now up to date: skipped
+    assert applied == ["0ld0ld0ld0ld0ld0", catalog_module.tables_digest()]

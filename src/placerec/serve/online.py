@@ -35,6 +35,9 @@ class VariantCtr:
     """CTR minus the reference variant's (None for the reference itself)."""
     diff_low: float | None = None
     diff_high: float | None = None
+    offline_ndcg: float | None = None
+    """NDCG@10 (all users) of what the variant serves, in its model's training run (a ``popular``
+    variant: that run's popularity row, the same evaluation)."""
 
     def row(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -127,19 +130,71 @@ def ctr_by_variant(events: dict[str, list[Any]], order: list[str] | None = None,
     return out
 
 
+def with_offline(rows: list[VariantCtr], runs: dict[str, dict[str, float]]) -> list[VariantCtr]:
+    """Fill ``offline_ndcg`` from ``runs`` (model version -> method -> NDCG@10 over all users)."""
+    served = [m for r in rows for m in r.model_versions if m in runs]
+    reference = runs[served[0]] if served else {}
+    for r in rows:
+        models = [m for m in r.model_versions if m]
+        if models == ["popularity"]:
+            r.offline_ndcg = reference.get("popularity")
+        elif len(models) == 1 and models[0] in runs:
+            r.offline_ndcg = runs[models[0]].get("hybrid")
+    return rows
+
+
+def offline_runs(settings: Settings | None = None) -> dict[str, dict[str, float]]:
+    """Model version -> method -> NDCG@10 over all users, from ``model.runs``."""
+    from placerec.catalog import get_catalog
+    from placerec.ui.figures import model_runs
+
+    return {
+        r.model_version: {m: seg["all"] for m, seg in r.ndcg.items() if "all" in seg}
+        for r in model_runs(get_catalog(settings))
+    }
+
+
+def verdict(rows: list[VariantCtr]) -> str:
+    """Whether the variant that is better offline (NDCG@10) is also better online (CTR), and how sure:
+    the online difference between the offline winner and the reference variant (or, when the winner is
+    the reference, the best other rated variant) with its interval."""
+    rated = [r for r in rows if r.offline_ndcg is not None]
+    if len(rated) < 2:
+        return "offline against online: needs two variants with an offline NDCG@10 (a model run each)"
+    ref = rows[0]
+    best = max(rated, key=lambda r: r.offline_ndcg or 0.0)
+    if best is ref:
+        other = max((r for r in rated if r is not ref), key=lambda r: r.offline_ndcg or 0.0)
+        d, lo, hi = -(other.diff or 0.0), -(other.diff_high or 0.0), -(other.diff_low or 0.0)
+    else:
+        other = ref
+        d, lo, hi = best.diff or 0.0, best.diff_low or 0.0, best.diff_high or 0.0
+    head = (
+        f"{best.variant} has the better offline NDCG@10 ({best.offline_ndcg:.4f} vs {other.variant} "
+        f"{other.offline_ndcg:.4f}); online CTR {best.variant} minus {other.variant}: {d:+.4f} "
+        f"(95 % interval {lo:+.4f} .. {hi:+.4f})"
+    )
+    if lo > 0:
+        return f"offline and online agree: {head}"
+    if hi < 0:
+        return f"offline and online disagree: {head}; the online result is outside the noise, so it stands"
+    return f"online cannot tell yet: {head}; the interval includes 0 (more traffic narrows it)"
+
+
 def format_ctr(rows: list[VariantCtr]) -> str:
     if not rows:
         return "no served impressions in the interval (is the serving API logging, and has ingest run?)"
     lines = [
-        "| variant | model | users | requests | impressions | clicks | CTR | 95 % interval | vs "
+        "| variant | model | offline ndcg@10 | users | requests | impressions | clicks | CTR | 95 % interval | vs "
         f"{rows[0].variant} | 95 % interval |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in rows:
         diff = "" if r.diff is None else f"{r.diff:+.4f}"
         span = "" if r.diff is None else f"{r.diff_low:+.4f} .. {r.diff_high:+.4f}"
         lines.append(
-            f"| {r.variant} | {', '.join(m for m in r.model_versions if m) or '-'} | {r.users} | {r.requests} | "
+            f"| {r.variant} | {', '.join(m for m in r.model_versions if m) or '-'} | "
+            f"{'' if r.offline_ndcg is None else f'{r.offline_ndcg:.4f}'} | {r.users} | {r.requests} | "
             f"{r.impressions} | {r.clicks} | {r.ctr:.4f} | {r.low:.4f} .. {r.high:.4f} | {diff} | {span} |"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", verdict(rows)])

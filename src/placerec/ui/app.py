@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from html import escape
 from typing import Any
 
@@ -168,6 +168,49 @@ def _index_panel(versions: list[figures.IndexVersion], aliases: dict[str, list[s
     return _table(["alias", "points at"], alias_rows, 2, "aliases") + _table(headers, rows, 4, "indices")
 
 
+ONLINE_DAYS = 7
+
+
+def _online_rows() -> list[Any]:
+    """Online CTR per serving variant over the last :data:`ONLINE_DAYS` days (UTC, today included)."""
+    from placerec.serve.online import ctr_by_variant, offline_runs, served_events, with_offline
+    from placerec.serve.variants import parse_variants
+
+    s = _settings()
+    end = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    order = [v.name for v in parse_variants(s.serve_variants)]
+    rows = ctr_by_variant(served_events(end - timedelta(days=ONLINE_DAYS), end, s), order)
+    return with_offline(rows, offline_runs(s))
+
+
+def _online_panel(rows: list[Any]) -> str:
+    if not rows:
+        return (
+            "<p>No served impressions ingested in the last 7 days: run <code>placerec serve</code>, "
+            "<code>placerec simulate-traffic</code>, then ingest (the <code>stream_events</code> DAG).</p>"
+        )
+    ref = rows[0].variant
+    table_rows = [
+        [
+            r.variant,
+            ", ".join(m for m in r.model_versions if m) or "-",
+            "" if r.offline_ndcg is None else f"{r.offline_ndcg:.4f}",
+            r.users,
+            r.impressions,
+            r.clicks,
+            f"{r.ctr:.4f}",
+            f"{r.low:.4f} .. {r.high:.4f}",
+            "" if r.diff is None else f"{r.diff:+.4f} ({r.diff_low:+.4f} .. {r.diff_high:+.4f})",
+        ]
+        for r in rows
+    ]
+    headers = ["variant", "model", "offline ndcg@10", "users", "impressions", "clicks", "CTR", "95 % interval"]
+    from placerec.serve.online import verdict
+
+    table = _table([*headers, f"vs {ref}"], table_rows, 2, "online")
+    return f'{table}<p class="note" id="online-verdict">{escape(verdict(rows))}</p>'
+
+
 def _index_panel_for(catalog: Any) -> str:
     aliases = _aliases()
     return _index_panel(figures.index_versions(catalog, aliases), aliases)
@@ -245,6 +288,7 @@ def render_page(user: str = "") -> str:
         ("Keyword extraction: LLM calls, cache, tokens and cost", "llm", lambda: _llm_panel(figures.llm_runs(catalog))),
         ("Model quality across runs", "models", lambda: _model_panel(figures.model_runs(catalog))),
         ("Index versions and aliases", "indices", lambda: _index_panel_for(catalog)),
+        ("Online A/B: CTR per serving variant, last 7 days", "online", lambda: _online_panel(_online_rows())),
         ("Recommendation preview", "preview", lambda: _preview_panel(user)),
     ]
     body = "".join(
@@ -308,6 +352,7 @@ def create_app(dependencies: list[Any] | None = None) -> FastAPI:
             "llm": lambda: figures.as_json(figures.llm_runs(catalog)),
             "models": lambda: figures.as_json(figures.model_runs(catalog)),
             "indices": lambda: figures.as_json(figures.index_versions(catalog, aliases or {})),
+            "online": lambda: [r.row() for r in _online_rows()],
         }
         out = {name: _panel_value(get, {"error": f"{name} unavailable"}) for name, get in parts.items()}
         out["aliases"] = aliases if aliases is not None else {"error": "OpenSearch unavailable"}
