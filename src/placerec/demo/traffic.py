@@ -74,7 +74,7 @@ class World:
     def __init__(self, truth: Truth) -> None:
         self.truth = truth
         self.user_ids = sorted(truth.users)
-        self.cum = list(accumulate(float(truth.users[u].get("activity") or 1.0) for u in self.user_ids))
+        self.cum = list(accumulate(float(str(truth.users[u].get("activity") or 1.0)) for u in self.user_ids))
 
     def pick(self, rng: random.Random) -> str:
         return self.user_ids[bisect_right(self.cum, rng.random() * self.cum[-1])]
