@@ -17,10 +17,11 @@ de-duplicated by `event_id`, in the commit protocol that makes an interval visib
 * the stream and the daily batch never count an event twice: `ingest_events` for the same day is the
   same function of the same files, and the two take turns on the ingest lock.
 
-It neither runs the data-quality checks (a day half over is short of its trailing median by design:
-the daily `ingest_events` run checks the whole day) nor announces the `raw.*` Assets (a model is not
-retrained every 5 minutes). Paused when created: unpause it while the serving API runs. Same code as
-`placerec ingest-events --start <day>` at a shell.
+Then `record_online_ctr` replaces those days' rows of `ops.online_ctr` (CTR per serving variant, as
+`placerec ab-report --record` computes it). It neither runs the data-quality checks (a day half over
+is short of its trailing median by design: the daily `ingest_events` run checks the whole day) nor
+announces the `raw.*` Assets (a model is not retrained every 5 minutes). Paused when created:
+unpause it while the serving API runs. Same code as `placerec ingest-events --start <day>` at a shell.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from placerec.orchestration import (
     INTERVAL_ARGS,
     optional_arg,
     optional_text_param,
+    record_online_ctr,
     resolve_days,
     spark_conn_param,
     spark_job,
@@ -65,4 +67,4 @@ with DAG(
         job="ingest_events",
         args=[*INTERVAL_ARGS, "--landing", optional_arg("landing")],
     )
-    resolve_days() >> ingest
+    resolve_days() >> ingest >> record_online_ctr()

@@ -609,9 +609,17 @@ def simulate_traffic_command(
 @main.command("ab-report")
 @click.option("--start", "start", required=True, help="Interval start (date or ISO timestamp; UTC if naive).")
 @click.option("--end", "end", default=None, help="Interval end, exclusive (default: start + 1 day).")
-def ab_report_command(start: str, end: str | None) -> None:
+@click.option("--record", is_flag=True, help="Also replace the interval's rows of ops.online_ctr.")
+def ab_report_command(start: str, end: str | None, record: bool) -> None:
     """Online CTR per serving variant with 95 % intervals, from the ingested impressions and clicks."""
-    from placerec.serve.online import ctr_by_variant, format_ctr, offline_runs, served_events, with_offline
+    from placerec.serve.online import (
+        ctr_by_variant,
+        format_ctr,
+        offline_runs,
+        record_ctr,
+        served_events,
+        with_offline,
+    )
     from placerec.serve.variants import parse_variants
     from placerec.settings import get_settings
 
@@ -621,6 +629,8 @@ def ab_report_command(start: str, end: str | None) -> None:
     click.echo(f"online CTR by variant, {lo.isoformat()} .. {hi.isoformat()}")
     rows = with_offline(ctr_by_variant(served_events(lo, hi, settings), order), offline_runs(settings))
     click.echo(format_ctr(rows))
+    if record:
+        click.echo(f"ops.online_ctr: {record_ctr(rows, lo, hi, settings)} rows for the interval")
 
 
 @main.command("check")

@@ -421,6 +421,27 @@ def resolve_days() -> Any:
     return _days()
 
 
+def record_online_ctr() -> Any:
+    """Task: online CTR per serving variant over the micro-batch's days into ``ops.online_ctr``
+    (``placerec ab-report --record``; pyiceberg only, no Spark)."""
+
+    @task(task_id="record_online_ctr")
+    def _record(**context: Any) -> dict[str, Any]:
+        from placerec.serve.online import ctr_by_variant, offline_runs, record_ctr, served_events, with_offline
+        from placerec.serve.variants import parse_variants
+        from placerec.settings import get_settings
+
+        days = context["ti"].xcom_pull(task_ids="resolve_interval")
+        start, end = datetime.fromisoformat(days["start"]), datetime.fromisoformat(days["end"])
+        s = get_settings()
+        order = [v.name for v in parse_variants(s.serve_variants)]
+        rows = with_offline(ctr_by_variant(served_events(start, end, s), order), offline_runs(s))
+        record_ctr(rows, start, end, s)
+        return {r.variant: {"impressions": r.impressions, "clicks": r.clicks, "ctr": round(r.ctr, 4)} for r in rows}
+
+    return _record()
+
+
 @task.short_circuit(task_id="unless_dry_run")
 def unless_dry_run(**context: Any) -> bool:
     """Task: stop the downstream tasks of a dry run (they would build from data the dry run did not write)."""

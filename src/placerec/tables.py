@@ -345,6 +345,33 @@ TABLES: tuple[TableDef, ...] = (
         "Published OpenSearch index versions (one row per index), for tracing and rollback; "
         "status building | live | previous | rolled-back | failed | rejected | dry-run | deleted.",
     ),
+    TableDef(
+        "ops",
+        "online_ctr",
+        (
+            ("interval_start", TS),
+            ("interval_end", TS),
+            ("variant", S),
+            ("model_versions", S),
+            ("offline_ndcg", D),
+            ("users", L),
+            ("requests", L),
+            ("impressions", L),
+            ("clicks", L),
+            ("ctr", D),
+            ("ctr_low", D),
+            ("ctr_high", D),
+            ("reference", S),
+            ("diff", D),
+            ("diff_low", D),
+            ("diff_high", D),
+            ("verdict", S),
+            ("computed_at", TS),
+        ),
+        (),
+        "Online CTR per serving variant for an interval, from the ingested impressions and clicks, with "
+        "95 % intervals and the difference to the reference variant; one row per (interval, variant).",
+    ),
 )
 
 TABLES_BY_ID = {t.identifier: t for t in TABLES}

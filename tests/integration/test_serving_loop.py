@@ -31,14 +31,14 @@ import pytest
 from placerec.ingest.job import run_ingest
 from placerec.serve import indices
 from placerec.serve.client import opensearch_client
-from placerec.serve.online import ctr_by_variant, served_events
+from placerec.serve.online import ctr_by_variant, record_ctr, served_events
 from placerec.serve.variants import assign, parse_variants
 from placerec.settings import PROJECT_ROOT, Settings, get_settings
 
 pytestmark = pytest.mark.integration
 
 DIM = 16
-VARIANTS = "model=live:50,control=popular:50,next=v2:0.0001"
+VARIANTS = "model=live:40,control=popular:30,next=v2:30"
 SALT = "loop-test"
 WARM = [f"w{i:03d}" for i in range(40)]
 COLD = [f"c{i:03d}" for i in range(10)]  # interests only
@@ -204,6 +204,7 @@ def test_served_answers_are_logged_killed_or_not_and_ingested_exactly_once(
         with httpx.Client(base_url=server.url, timeout=30) as http:
             health = http.get("/health").json()
             assert [v["name"] for v in health["variants"]] == ["model", "control", "next"]
+            assert {assign(u, variants, SALT).name for u in WARM} == {"model", "control", "next"}
             for user in [*WARM, *COLD, "nobody-1", "nobody-2"]:
                 answer = http.get("/recommendations", params={"user": user, "k": 5}).json()
                 served[answer["request_id"]] = answer
@@ -218,8 +219,8 @@ def test_served_answers_are_logged_killed_or_not_and_ingested_exactly_once(
                 )
                 assert answer["source"] == expected, (user, answer["source"])
                 assert len(answer["items"]) == 5 and [i["position"] for i in answer["items"]] == [1, 2, 3, 4, 5]
-                if answer["source"] == "precomputed":
-                    assert answer["model_version"] == "hybrid-v1"
+                if answer["source"] == "precomputed":  # the live aliases (v1), or v2's own indices beside them
+                    assert answer["model_version"] == ("hybrid-v2" if want == "next" else "hybrid-v1")
                 if answer["items"] and user in WARM[:20]:
                     first = answer["items"][0]
                     body = {
@@ -294,9 +295,20 @@ def test_served_answers_are_logged_killed_or_not_and_ingested_exactly_once(
 
     # online CTR from what was ingested: the clicks land on the variants that showed them
     table = {r.variant: r for r in ctr_by_variant(served_events(start, end, get_settings()), ["model", "control"])}
+    assert [m for m in table["next"].model_versions if m] == ["hybrid-v2"]
+    assert table["control"].model_versions == ["popularity"]
     shown = Counter(a["variant"] for a in served.values() for _ in a["items"])
     assert {v: r.impressions for v, r in table.items()} == dict(shown)
     clicked = sum(r.clicks for r in table.values())
     assert clicked == clicks
     for r in table.values():
         assert r.low <= r.ctr <= r.high
+    # recorded for the interval: a rerun replaces the interval's rows, never adds to them
+    from placerec.catalog import get_catalog
+
+    rows = list(table.values())
+    for _ in range(2):
+        record_ctr(rows, start, end, get_settings())
+    stored = get_catalog().load_table("ops.online_ctr").scan(row_filter=f"interval_start = '{start.isoformat()}'")
+    got = {r["variant"]: (r["impressions"], r["clicks"]) for r in stored.to_arrow().to_pylist()}
+    assert got == {r.variant: (r.impressions, r.clicks) for r in rows} and len(stored.to_arrow()) == len(rows)

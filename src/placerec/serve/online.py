@@ -198,3 +198,46 @@ def format_ctr(rows: list[VariantCtr]) -> str:
             f"{r.impressions} | {r.clicks} | {r.ctr:.4f} | {r.low:.4f} .. {r.high:.4f} | {diff} | {span} |"
         )
     return "\n".join([*lines, "", verdict(rows)])
+
+
+def record_ctr(rows: list[VariantCtr], start: datetime, end: datetime, settings: Settings | None = None) -> int:
+    """Replace ``ops.online_ctr``'s rows of ``[start, end)`` with ``rows`` in one commit; returns how many."""
+    from datetime import timezone
+
+    import pyarrow as pa
+
+    from placerec.catalog import ensure_tables_once, get_catalog
+    from placerec.tables import load_table
+
+    ensure_tables_once(settings)
+    table = load_table(get_catalog(settings), "ops.online_ctr")
+    now = datetime.now(timezone.utc)
+    text = verdict(rows) if rows else ""
+    data = [
+        {
+            "interval_start": start,
+            "interval_end": end,
+            "variant": r.variant,
+            "model_versions": ",".join(m for m in r.model_versions if m),
+            "offline_ndcg": r.offline_ndcg,
+            "users": r.users,
+            "requests": r.requests,
+            "impressions": r.impressions,
+            "clicks": r.clicks,
+            "ctr": r.ctr,
+            "ctr_low": r.low,
+            "ctr_high": r.high,
+            "reference": rows[0].variant,
+            "diff": r.diff,
+            "diff_low": r.diff_low,
+            "diff_high": r.diff_high,
+            "verdict": text,
+            "computed_at": now,
+        }
+        for r in rows
+    ]
+    frame = pa.Table.from_pylist(data, schema=table.schema().as_arrow())
+    table.overwrite(
+        frame, overwrite_filter=f"interval_start = '{start.isoformat()}' and interval_end = '{end.isoformat()}'"
+    )
+    return len(data)
