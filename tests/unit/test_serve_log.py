@@ -183,3 +183,35 @@ def test_served_fields_pass_ingest_validation_and_bad_ones_are_refused() -> None
     assert ok.values is not None and ok.values[-3:] == ("r", None, "A")
     bad = validate_line("events", json.dumps({**base, "variant": 7}).encode(), day, NOW + timedelta(days=1))
     assert bad.values is None and bad.reason == "invalid_type"
+
+
+def test_the_api_answers_503_without_secrets_when_opensearch_is_down_and_still_takes_feedback(tmp_path: Path) -> None:
+    import dataclasses
+    import socket
+
+    from fastapi.testclient import TestClient
+
+    from placerec.serve.api import create_app
+    from placerec.settings import get_settings
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends: nothing listens there
+    secret = "pw-" + os.urandom(6).hex()
+    s = dataclasses.replace(
+        get_settings(),
+        home=tmp_path,
+        landing_dir=str(tmp_path / "landing"),
+        opensearch_url=f"http://127.0.0.1:{port}",
+        opensearch_user="admin",
+        opensearch_password=secret,
+        opensearch_timeout_s=2.0,
+    )
+    with TestClient(create_app(s)) as client:
+        down = client.get("/recommendations", params={"user": "u1"})
+        assert down.status_code == 503 and "cannot answer" in down.json()["error"]
+        assert secret not in down.text and "admin" not in down.text
+        ok = client.post("/feedback", json=[{"event_type": "click", "user_id": "u1", "place_id": "p1"}])
+        assert ok.status_code == 200 and ok.json()["accepted"] == 1
+    lines = _lines(tmp_path / "landing")
+    assert [(r["event_type"], r["user_id"], r["source"]) for r in lines] == [("click", "u1", "serve")]
