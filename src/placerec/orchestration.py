@@ -28,6 +28,9 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retries": 2,
     "retry_delay": timedelta(minutes=1),
     "retry_exponential_backoff": True,
+    # try numbers keep counting across reruns of an interval (a backfill with reprocess, a cleared
+    # task), and the back-off doubles with each: uncapped, a day's fifth try waited 8-16 minutes
+    "max_retry_delay": timedelta(minutes=3),
     "execution_timeout": timedelta(hours=2),
     # logs the failure in one line and posts it to PLACEREC_ALERT_WEBHOOK_URL when set (stdlib-only import)
     "on_failure_callback": on_failure,

@@ -44,6 +44,10 @@ def test_dags_follow_house_rules(dagbag) -> None:  # type: ignore[no-untyped-def
         for task in dag.tasks:
             assert task.owner == "placerec", f"{dag_id}.{task.task_id}: owner {task.owner}"
             assert task.retries >= 1, f"{dag_id}.{task.task_id}: retries not set"
+            # try numbers grow with every rerun of an interval: an uncapped exponential back-off grows with them
+            if task.retry_exponential_backoff:
+                assert task.max_retry_delay is not None, f"{dag_id}.{task.task_id}: back-off uncapped"
+                assert task.max_retry_delay.total_seconds() <= 300, f"{dag_id}.{task.task_id}: {task.max_retry_delay}"
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)

@@ -153,10 +153,13 @@ def test_every_review_ends_in_features_or_quarantine_under_faults(spark, unit_ho
         assert q.get(injected) == ("llm_request_rejected" if "bad_request" in seen else "llm_invalid_output")
         assert all("HACKED" not in r["keyword"] and "HACKED" not in r["evidence"] for r in rows)
         # the in-text injection: obeyed by the server (evidence quoted from the review), dropped by grounding;
-        # unless a random 400 refused its request first (then it is quarantined, as above)
+        # unless a random fault got to its request first: a 400 (rejected) or a malformed or schema-violating
+        # answer (invalid output), and then it is quarantined with that reason (arrival order is not fixed)
         obeyed = [r for r in server.records if r.fault in ("ok", "slow") and r.content and "최고맛집" in r.content]
         in_text = ids[texts.index(IN_TEXT_INJECTION)]
-        assert obeyed or q.get(in_text) == "llm_request_rejected", "the test server never obeyed the injection"
+        assert obeyed or q.get(in_text) in ("llm_request_rejected", "llm_invalid_output"), (
+            "the test server never obeyed the injection, and the review is not quarantined"
+        )
         assert all("최고맛집" not in r["keyword"] and "최고맛집" not in r["evidence"] for r in rows)
         assert not obeyed or run.usage.get("ungrounded", 0) >= 1
         schema = [f.name for f in spark.table("features.review_keywords").schema.fields]

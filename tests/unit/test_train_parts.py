@@ -241,11 +241,12 @@ def _trainer_world(spark, monkeypatch):  # type: ignore[no-untyped-def]
     clicks.append(("impression", _at(2), "b5", "x4"))
     # day 7 and later must never reach a fit cut at day 6 or 7
     clicks.append(("click", _at(7), "a1", "y3"))
+    schema = spark.table("raw.events").schema
+    given = ("event_id", "event_type", "event_ts", "user_id", "place_id", "source", "source_file", "source_line")
     rows = [
-        (f"e{i}", t, ts, u, None, p, None, None, None, None, None, "test", "f", i)
+        tuple(dict(zip(given, (f"e{i}", t, ts, u, p, "test", "f", i), strict=True)).get(f.name) for f in schema.fields)
         for i, (t, ts, u, p) in enumerate(clicks)
     ]
-    schema = spark.table("raw.events").schema
     from pyspark.sql import functions as F
 
     spark.createDataFrame(rows, schema).writeTo("raw.events").overwrite(
