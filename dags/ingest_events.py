@@ -36,9 +36,8 @@ from placerec.orchestration import (
     announce,
     check_data_quality,
     if_ingested,
+    ingest_params,
     optional_arg,
-    optional_text_param,
-    spark_conn_param,
     spark_job,
     table_asset,
 )
@@ -53,12 +52,7 @@ with DAG(
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=["placerec", "ingest"],
-    params={
-        "landing": optional_text_param(
-            "Landing root to read (empty: the configured one, PLACEREC_LANDING_DIR).", "Landing root", "Input"
-        ),
-        "spark_conn_id": spark_conn_param(),
-    },
+    params=ingest_params(),
 ):
     ingest = spark_job(
         task_id="ingest_landing_files",

@@ -35,11 +35,10 @@ from placerec.orchestration import (
     DEFAULT_ARGS,
     EVERY_5_MINUTES,
     INTERVAL_ARGS,
+    ingest_params,
     optional_arg,
-    optional_text_param,
     record_online_ctr,
     resolve_days,
-    spark_conn_param,
     spark_job,
 )
 
@@ -55,12 +54,7 @@ with DAG(
     default_args={**DEFAULT_ARGS, "retries": 1, "retry_delay": timedelta(seconds=30)},
     dagrun_timeout=timedelta(minutes=30),
     tags=["placerec", "ingest"],
-    params={
-        "landing": optional_text_param(
-            "Landing root to read (empty: the configured one, PLACEREC_LANDING_DIR).", "Landing root", "Input"
-        ),
-        "spark_conn_id": spark_conn_param(),
-    },
+    params=ingest_params(),
 ):
     ingest = spark_job(
         task_id="ingest_today",

@@ -109,6 +109,16 @@ def spark_conn_param() -> Param:
     )
 
 
+def ingest_params() -> dict[str, Param]:
+    """The Params of a DAG that runs ``ingest_events``: which landing root, which Spark."""
+    return {
+        "landing": optional_text_param(
+            "Landing root to read (empty: the configured one, PLACEREC_LANDING_DIR).", "Landing root", "Input"
+        ),
+        "spark_conn_id": spark_conn_param(),
+    }
+
+
 def table_asset(identifier: str) -> Asset:
     """The Airflow Asset for an Iceberg table ``namespace.name`` of the placerec catalog."""
     namespace, name = identifier.split(".", 1)
