@@ -588,9 +588,14 @@ def simulate_traffic_command(
     from placerec.settings import get_settings
 
     settings = get_settings()
-    truth = Path(settings.train_truth_dir) if settings.train_truth_dir else settings.landing_path / "_truth"
     result = simulate(
-        url or f"http://{settings.serve_host}:{settings.serve_port}", truth, n_requests, rate, seed, k, concurrency
+        url or f"http://{settings.serve_host}:{settings.serve_port}",
+        settings.truth_path,
+        n_requests,
+        rate,
+        seed,
+        k,
+        concurrency,
     )
     out = result.summary()
     click.echo(

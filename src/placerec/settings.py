@@ -274,6 +274,11 @@ class Settings:
         return Path(self.landing_dir) if self.landing_dir else self.home / "landing"
 
     @property
+    def truth_path(self) -> Path:
+        """The generated world's hidden truth: ``train_truth_dir``, else ``<landing>/_truth``."""
+        return Path(self.train_truth_dir) if self.train_truth_dir else self.landing_path / "_truth"
+
+    @property
     def spark_connect_url(self) -> str:
         """The Connect endpoint jobs use (``spark_remote``, else the ``dev up`` server)."""
         remote = self.spark_remote.strip()

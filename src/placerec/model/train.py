@@ -31,7 +31,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -828,7 +827,7 @@ def run_train_hybrid(
     details["cf"] = cf_choice
     del val
 
-    world = load_truth(Path(s.train_truth_dir) if s.train_truth_dir else s.landing_path / "_truth")
+    world = load_truth(s.truth_path)
     scored: list[CutScores] = []
     evaluated: list[str] = []
     for cut in cuts:
