@@ -9,7 +9,9 @@ if command -v uv >/dev/null 2>&1; then UV=(uv); else UV=(python3 -m uv); fi
 workers=${PYTEST_WORKERS:-2}
 xdist=()
 if [ "$workers" != 0 ]; then xdist=(-n "$workers" --no-loadscope-reorder); fi
-"${UV[@]}" run --frozen pytest "${xdist[@]}" "$@"
+# every test's duration, for finding where a slow run's time went (--durations lists only the slowest)
+mkdir -p .local/test-artifacts
+"${UV[@]}" run --frozen pytest "${xdist[@]}" --junitxml=.local/test-artifacts/junit.xml "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests for: $*" >&2

@@ -413,11 +413,18 @@ files of a day up to ``serve_rotate_s`` after it ended)."""
 def stream_days(start: datetime | None, end: datetime | None, now: datetime) -> dict[str, str]:
     """The whole UTC days a micro-batch re-ingests: from the day ``STREAM_GRACE`` before its interval
     starts to the end of the day its interval ends in (a manual run without an interval: ``now``)."""
-    start = (start or now).astimezone(timezone.utc) - STREAM_GRACE
-    end = (end or now).astimezone(timezone.utc) - timedelta(microseconds=1)
+    # plain datetimes: Airflow passes pendulum's, whose replace(...) below drops the UTC offset from
+    # isoformat() ("2026-12-04T00:00:00"), which pyiceberg then refuses for a timestamptz column
+    start = _plain_utc(start or now) - STREAM_GRACE
+    end = _plain_utc(end or now) - timedelta(microseconds=1)
     first = start.replace(hour=0, minute=0, second=0, microsecond=0)
     last = end.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     return {"start": first.isoformat(), "end": max(last, first + timedelta(days=1)).isoformat()}
+
+
+def _plain_utc(value: datetime) -> datetime:
+    """``value`` as a standard-library UTC datetime (not a subclass such as pendulum's)."""
+    return datetime.fromtimestamp(value.timestamp(), tz=timezone.utc)
 
 
 def resolve_days() -> Any:

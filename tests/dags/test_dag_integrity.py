@@ -196,3 +196,10 @@ def test_micro_batches_take_whole_days_and_the_day_before_just_after_midnight() 
         "end": "2026-12-05T00:00:00+00:00",
     }
     assert stream_days(None, None, now) == {"start": "2026-12-04T00:00:00+00:00", "end": "2026-12-05T00:00:00+00:00"}
+    # a scheduled run's interval as Airflow hands it over: pendulum DateTimes
+    import pendulum
+
+    interval = pendulum.datetime(2026, 12, 4, 4, 45, tz="UTC"), pendulum.datetime(2026, 12, 4, 4, 50, tz="UTC")
+    days = stream_days(*interval, now)
+    assert days == {"start": "2026-12-04T00:00:00+00:00", "end": "2026-12-05T00:00:00+00:00"}
+    assert all(type(datetime.fromisoformat(v)) is datetime and datetime.fromisoformat(v).tzinfo for v in days.values())

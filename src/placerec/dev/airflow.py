@@ -36,6 +36,9 @@ ORPHANED_TASKS_CHECK_SECONDS = 30
 After a crash, the first look of the new scheduler comes too early (the dead one's last heartbeat is under
 30 s old); the next one resets the killed try, which then runs again. One small query each time."""
 
+EXECUTION_API_RETRIES = 12
+"""Attempts a task's supervisor makes at each Execution API call (Airflow's default: 5); see ``airflow_env``."""
+
 COMPONENTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
 
 
@@ -89,6 +92,13 @@ def airflow_env(settings: Settings | None = None, base: Mapping[str, str] | None
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": str(SCHEDULER_IDLE_SLEEP_SECONDS),
             # a crashed instance's running tries are retried within ~a minute of `dev up`, not five
             "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": str(ORPHANED_TASKS_CHECK_SECONDS),
+            # A task's supervisor registers the try with the API server before anything runs. After a
+            # restart the scheduler can queue a try while the API server is still starting (~30 s on a
+            # busy box): with Airflow's 5 attempts (random waits under 1, 2, 4, 8 s; 5 s timeouts) the try
+            # failed unrun and went up for retry, minutes of back-off later. 12 attempts with waits of up
+            # to 15 s span one to three minutes.
+            "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": str(EXECUTION_API_RETRIES),
+            "AIRFLOW__WORKERS__EXECUTION_API_RETRY_WAIT_MAX": "15",
             # the Spark tasks' default road: the long-lived Spark Connect server of `dev up`
             "AIRFLOW_CONN_SPARK_CONNECT_DEFAULT": json.dumps(
                 {"conn_type": "spark_connect", "host": "sc://127.0.0.1", "port": settings.spark_connect_port}
